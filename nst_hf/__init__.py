@@ -1,0 +1,10 @@
+"""nst_hf: nanopore raw-signal tokenizers for language models, as Hugging Face tokenizers."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from nst_hf.io import SignalRecord, SkippedRead, open_reads
+from nst_hf.preprocessing import PreprocessingConfig, preprocess
+
+__all__ = ["__version__", "SignalRecord", "SkippedRead", "open_reads", "PreprocessingConfig", "preprocess"]

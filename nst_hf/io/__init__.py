@@ -1,0 +1,190 @@
+"""Readers for FAST5, POD5 and SLOW5/BLOW5, behind one entry point: :func:`open_reads`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nst_hf.errors import CorruptFileError, InvalidReadError, NstHfError, UnsupportedFormatError
+from nst_hf.io.records import SignalRecord, calibrate
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SignalRecord", "calibrate", "open_reads", "ReadSource", "SkippedRead", "SUFFIXES", "find_signal_files"]
+
+
+def _fast5(path, read_ids):
+    from nst_hf.io.fast5 import iter_fast5
+
+    return iter_fast5(path, read_ids)
+
+
+def _pod5(path, read_ids):
+    from nst_hf.io.pod5 import iter_pod5
+
+    return iter_pod5(path, read_ids)
+
+
+def _slow5(path, read_ids):
+    from nst_hf.io.slow5 import iter_slow5
+
+    return iter_slow5(path, read_ids)
+
+
+#: File name suffix → reader function.
+SUFFIXES: dict[str, Callable] = {".fast5": _fast5, ".pod5": _pod5, ".slow5": _slow5, ".blow5": _slow5}
+
+
+@dataclass(frozen=True)
+class SkippedRead:
+    """A read (or a whole file, when ``read_id`` is ``None``) that was skipped, and why."""
+
+    file: str
+    read_id: str | None
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "read_id": self.read_id, "reason": self.reason}
+
+
+def find_signal_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand files and directories (recursively, sorted) into the signal files nst_hf can read.
+
+    A file given explicitly must have a supported suffix; files inside directories without one are
+    ignored (logged at DEBUG).
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and child.suffix.lower() in SUFFIXES:
+                    found.append(child)
+                elif child.is_file():
+                    logger.debug("ignoring non-signal file %s", child)
+        elif path.is_file():
+            if path.suffix.lower() not in SUFFIXES:
+                raise UnsupportedFormatError(
+                    f"{path}: unknown signal file extension {path.suffix!r}; supported: {', '.join(SUFFIXES)}"
+                )
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or directory")
+    return found
+
+
+def validate_record(record: SignalRecord) -> SignalRecord:
+    """Check one read; raise :class:`InvalidReadError` naming the file, the read and the problem."""
+
+    def bad(problem: str) -> InvalidReadError:
+        return InvalidReadError(f"{record.source_file}: read {record.read_id}: {problem}",
+                                path=record.source_file, read_id=record.read_id)
+
+    if record.signal.ndim != 1 or record.signal.size == 0:
+        raise bad("empty signal (0 samples)")
+    if record.sampling_rate is not None and not (np.isfinite(record.sampling_rate) and record.sampling_rate > 0):
+        raise bad(f"invalid sampling rate {record.sampling_rate!r}")
+    if record.has_calibration:
+        if record.digitisation == 0:
+            raise bad("digitisation is 0, so pA = (raw + offset) * range / digitisation is undefined")
+        if not all(np.isfinite(v) for v in (record.offset, record.range, record.digitisation)):
+            raise bad(f"non-finite calibration (offset={record.offset}, range={record.range}, "
+                      f"digitisation={record.digitisation}) would give NaN/inf pA")
+    return record
+
+
+class ReadSource:
+    """Iterator over the reads of one or more files; also a context manager.
+
+    ``skipped`` lists every :class:`SkippedRead` seen so far when ``on_error="skip"``.
+    """
+
+    def __init__(self, paths, read_ids: Iterable[str] | None = None, on_error: str = "raise"):
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.files = find_signal_files(paths)
+        self.read_ids = set(read_ids) if read_ids is not None else None
+        self.on_error = on_error
+        self.skipped: list[SkippedRead] = []
+        self.reads_yielded = 0
+        self._iterator: Iterator[SignalRecord] | None = None
+
+    def __enter__(self) -> ReadSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file currently open (if any)."""
+        if self._iterator is not None:
+            self._iterator.close()  # type: ignore[attr-defined]
+            self._iterator = None
+
+    def __iter__(self) -> Iterator[SignalRecord]:
+        if self._iterator is None:
+            self._iterator = self._generate()
+        return self._iterator
+
+    def __next__(self) -> SignalRecord:
+        return next(iter(self))
+
+    def _skip(self, file: str, read_id: str | None, error: Exception) -> None:
+        reason = str(error)
+        logger.warning("skipping %s: %s", f"read {read_id}" if read_id else f"file {file}", reason)
+        self.skipped.append(SkippedRead(file=file, read_id=read_id, reason=reason))
+
+    def _generate(self) -> Iterator[SignalRecord]:
+        for path in self.files:
+            reader = SUFFIXES[path.suffix.lower()]
+            try:
+                for item in reader(path, self.read_ids):
+                    if isinstance(item, InvalidReadError):
+                        if self.on_error == "raise":
+                            raise item
+                        self._skip(str(path), item.read_id, item)
+                        continue
+                    try:
+                        record = validate_record(item)
+                    except InvalidReadError as exc:
+                        if self.on_error == "raise":
+                            raise
+                        self._skip(str(path), item.read_id, exc)
+                        continue
+                    self.reads_yielded += 1
+                    yield record
+            except InvalidReadError:
+                raise
+            except (NstHfError, OSError) as exc:
+                if self.on_error == "raise" or isinstance(exc, FileNotFoundError):
+                    raise
+                self._skip(str(path), None, exc)
+
+
+def open_reads(path, read_ids: Iterable[str] | None = None, on_error: str = "raise") -> ReadSource:
+    """Stream the reads of a ``.fast5``, ``.pod5``, ``.slow5`` or ``.blow5`` file or a directory of them.
+
+    Parameters
+    ----------
+    path : str | PathLike | list
+        A file, a directory (searched recursively) or a list of both.
+    read_ids : iterable of str, optional
+        Only yield these reads.
+    on_error : {"raise", "skip"}
+        ``"raise"`` (default) raises an :mod:`nst_hf.errors` exception naming the file, the read and
+        the problem. ``"skip"`` logs a warning, skips only the bad read (or unreadable file) and
+        records it in ``source.skipped``.
+
+    Returns
+    -------
+    ReadSource
+        Iterable of :class:`SignalRecord`; use it as a context manager. Memory holds one read at a time.
+    """
+    return ReadSource(path, read_ids=read_ids, on_error=on_error)

@@ -1,0 +1,76 @@
+"""POD5 reader through ONT's ``pod5`` package.
+
+POD5 stores calibration as ``offset`` and ``scale``; the FAST5-style ``digitisation`` is derived from
+the run's ADC range and ``range = scale * digitisation``, so ``signal_pa`` is the same formula for
+every format. Long reads span several signal rows; ``pod5`` joins them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from nst_hf.errors import CorruptFileError, InvalidReadError, MissingDependencyError
+from nst_hf.io.records import SignalRecord
+
+# A Git LFS pointer file is about 130 bytes; a real POD5 is never that small.
+_MIN_POD5_BYTES = 200
+
+
+def _pod5():
+    try:
+        import pod5
+    except ImportError as exc:  # pragma: no cover - pod5 is a core dependency
+        raise MissingDependencyError("reading POD5 needs the `pod5` package: pip install pod5") from exc
+    return pod5
+
+
+def _record(read, path: str) -> SignalRecord:
+    read_id = str(read.read_id)
+    run_info = read.run_info
+    digitisation = float(run_info.adc_max - run_info.adc_min + 1)
+    scale = float(read.calibration.scale)
+    return SignalRecord(
+        read_id=read_id,
+        signal=np.asarray(read.signal, dtype=np.int16),
+        sampling_rate=float(run_info.sample_rate),
+        offset=float(read.calibration.offset),
+        range=scale * digitisation,
+        digitisation=digitisation,
+        source_file=path,
+        channel=str(read.pore.channel),
+        start_sample=int(read.start_sample),
+        end_reason=read.end_reason.reason.name.lower(),
+        run_id=str(run_info.acquisition_id),
+    )
+
+
+def iter_pod5(path: str | Path, read_ids: set[str] | None = None) -> Iterator[SignalRecord | InvalidReadError]:
+    """Yield each read of a POD5 file as a record, or as an :class:`InvalidReadError` for a bad read."""
+    pod5 = _pod5()
+    path = str(path)
+    if Path(path).stat().st_size < _MIN_POD5_BYTES:
+        raise CorruptFileError(f"{path}: too small to be a POD5 file (a Git LFS pointer or a truncated file?)")
+    try:
+        reader = pod5.Reader(path)
+    except Exception as exc:  # pod5 raises RuntimeError/OSError/ArrowInvalid depending on the damage
+        raise CorruptFileError(f"{path}: not a readable POD5 file ({type(exc).__name__}: {exc})") from exc
+    with reader:
+        selection = sorted(read_ids) if read_ids is not None else None
+        reads = reader.reads(selection=selection, missing_ok=True)
+        while True:
+            try:
+                read = next(reads)
+            except StopIteration:
+                return
+            except Exception as exc:  # a damaged batch: nothing after it can be located reliably
+                raise CorruptFileError(f"{path}: POD5 read table is damaged ({type(exc).__name__}: {exc})") from exc
+            try:
+                yield _record(read, path)
+            except Exception as exc:  # damaged signal rows of this one read
+                yield InvalidReadError(
+                    f"{path}: read {read.read_id} is unreadable ({type(exc).__name__}: {exc})",
+                    path=path, read_id=str(read.read_id),
+                )

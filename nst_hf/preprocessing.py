@@ -1,0 +1,240 @@
+"""Signal preprocessing: med/MAD normalisation, median filter, zero-phase Butterworth low-pass,
+and the K-Means chain (spike removal, baseline removal, median filter 5).
+
+Every function takes a 1-D pA (or normalised) array and returns a new float32 array; the
+:class:`PreprocessingConfig` records which steps a tokenizer applies and is saved with it as
+``preprocessor_config.json`` so that one checkpoint always yields the same tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage, signal as sps
+
+from nst_hf.errors import ConstantSignalError, InvalidSignalError
+
+#: Scales a median absolute deviation to a Gaussian standard deviation.
+MAD_TO_SD = 1.4826
+#: Running-median windows of the K-Means chain (the even 5000 is deliberate: SciPy centres it asymmetrically).
+SPIKE_WINDOW = 5000
+BASELINE_WINDOW = 5001
+SPIKE_THRESHOLD_SD = 5.0
+KMEANS_MEDIAN_KERNEL = 5
+NORMALIZATIONS = ("med_mad", "none")
+
+FloatArray = npt.NDArray[np.float32]
+
+
+def _as_signal(x) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim != 1:
+        raise InvalidSignalError(f"expected a 1-D signal, got an array of shape {arr.shape}")
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise InvalidSignalError(f"signal contains {bad} NaN/inf values; clean or drop the read before tokenizing")
+    return arr
+
+
+def med_mad(x: np.ndarray) -> tuple[np.float32, np.float32]:
+    """Return ``(median, MAD_TO_SD * median(|x - median|))`` of a float32 signal."""
+    med = np.median(x)
+    mad = MAD_TO_SD * np.median(np.abs(x - med))
+    return med, mad
+
+
+def normalize(x) -> FloatArray:
+    """Med/MAD normalisation: ``(x - med) / mad`` with ``mad = 1.4826 * median(|x - med|)``.
+
+    Raises :class:`ConstantSignalError` when ``mad == 0`` (a constant signal has no tokens).
+    """
+    x = _as_signal(x)
+    if x.size == 0:
+        return x.copy()
+    med, mad = med_mad(x)
+    if mad == 0:
+        raise ConstantSignalError("signal is constant (median absolute deviation is 0) and cannot be normalised")
+    return ((x - med) / mad).astype(np.float32, copy=False)
+
+
+def median_filter(x, kernel_size: int) -> FloatArray:
+    """``scipy.signal.medfilt(x, kernel_size)`` (zero-padded edges), float32 out."""
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"median filter kernel_size must be a positive odd integer, got {kernel_size}")
+    x = _as_signal(x)
+    if x.size == 0:
+        return x.copy()
+    return sps.medfilt(x, kernel_size=kernel_size).astype(np.float32, copy=False)
+
+
+def lowpass_filter(x, cutoff_hz: float, sampling_rate: float, order: int = 6) -> FloatArray:
+    """Zero-phase Butterworth low-pass: ``filtfilt(*butter(order, cutoff / (fs / 2)), x)``, float32 out."""
+    nyquist = sampling_rate / 2.0
+    if not 0 < cutoff_hz < nyquist:
+        raise ValueError(
+            f"low-pass cutoff must be between 0 and the Nyquist frequency {nyquist:g} Hz "
+            f"(sampling rate {sampling_rate:g} Hz), got {cutoff_hz:g} Hz"
+        )
+    x = _as_signal(x)
+    b, a = sps.butter(order, cutoff_hz / nyquist)
+    padlen = 3 * max(len(a), len(b))
+    if x.size <= padlen:
+        raise InvalidSignalError(
+            f"signal of {x.size} samples is too short for the order-{order} low-pass filter "
+            f"(needs more than {padlen}); disable low-pass filtering for such short reads"
+        )
+    return sps.filtfilt(b, a, x).astype(np.float32)
+
+
+def running_median(x, window: int) -> FloatArray:
+    """``scipy.ndimage.median_filter(x, size=window, mode="reflect")``.
+
+    For an even ``window`` SciPy takes samples ``i - window//2 … i + window//2 - 1`` and returns the
+    upper of the two middle values.
+    """
+    x = _as_signal(x)
+    if x.size == 0:
+        return x.copy()
+    return ndimage.median_filter(x, size=window, mode="reflect")
+
+
+def _robust_sd(residual: np.ndarray) -> float:
+    return max(MAD_TO_SD * np.median(np.abs(residual)), 1.0)
+
+
+def remove_spikes(y, window: int = SPIKE_WINDOW, threshold_sd: float = SPIKE_THRESHOLD_SD) -> FloatArray:
+    """Replace samples further than ``threshold_sd`` robust SDs from the running median.
+
+    A spike takes the already-cleaned value before it (the running median's first value at i = 0),
+    which is a forward fill from the last non-spike sample.
+    """
+    y = _as_signal(y)
+    if y.size == 0:
+        return y.copy()
+    base = running_median(y, window)
+    residual = y - base
+    spikes = np.abs(residual) > threshold_sd * _robust_sd(residual)
+    if not spikes.any():
+        return y.copy()
+    source = np.where(spikes, -1, np.arange(y.size))
+    np.maximum.accumulate(source, out=source)
+    return np.where(source >= 0, y[np.maximum(source, 0)], base[0]).astype(np.float32, copy=False)
+
+
+def remove_baseline(z, window: int = BASELINE_WINDOW) -> FloatArray:
+    """Subtract the running median and divide by the robust SD (floored at 1) of the residual."""
+    z = _as_signal(z)
+    if z.size == 0:
+        return z.copy()
+    residual = z - running_median(z, window)
+    return (residual / _robust_sd(residual)).astype(np.float32, copy=False)
+
+
+def kmeans_chain(x) -> FloatArray:
+    """The K-Means tokenizer's chain: normalise → remove spikes → remove baseline → median filter 5."""
+    y = normalize(x)
+    if y.size == 0:
+        return y
+    return median_filter(remove_baseline(remove_spikes(y)), KMEANS_MEDIAN_KERNEL)
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    """Which preprocessing steps a tokenizer applies, in order: normalise → median filter → low-pass.
+
+    Parameters
+    ----------
+    normalization : {"med_mad", "none"}
+        Med/MAD normalisation (upstream "huada"), on by default.
+    median_kernel : int
+        ``scipy.signal.medfilt`` kernel size; 0 disables it (upstream ``medf``).
+    lowpass_cutoff_hz : float
+        Butterworth low-pass cutoff in Hz; 0 disables it (upstream ``lpf``).
+    filter_order : int
+        Butterworth order (6).
+    sampling_rate : float, optional
+        The rate (Hz) the tokenizer was trained at; used for bare arrays and checked against reads.
+    kmeans_chain : bool
+        Apply the K-Means chain instead (normalise, spike and baseline removal, median filter 5).
+    """
+
+    normalization: str = "med_mad"
+    median_kernel: int = 0
+    lowpass_cutoff_hz: float = 0.0
+    filter_order: int = 6
+    sampling_rate: float | None = None
+    kmeans_chain: bool = False
+
+    def __post_init__(self):
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.median_kernel < 0 or (self.median_kernel and self.median_kernel % 2 == 0):
+            raise ValueError(f"median_kernel must be 0 (off) or a positive odd integer, got {self.median_kernel}")
+        if self.lowpass_cutoff_hz < 0:
+            raise ValueError(f"lowpass_cutoff_hz must be >= 0 (0 = off), got {self.lowpass_cutoff_hz}")
+        if self.filter_order < 1:
+            raise ValueError(f"filter_order must be >= 1, got {self.filter_order}")
+        if self.sampling_rate is not None and self.sampling_rate <= 0:
+            raise ValueError(f"sampling_rate must be positive, got {self.sampling_rate}")
+        if self.lowpass_cutoff_hz and self.sampling_rate and self.lowpass_cutoff_hz >= self.sampling_rate / 2:
+            raise ValueError(
+                f"lowpass_cutoff_hz {self.lowpass_cutoff_hz} must be below the Nyquist frequency "
+                f"{self.sampling_rate / 2} Hz of sampling_rate {self.sampling_rate}"
+            )
+
+    def replace(self, **changes) -> PreprocessingConfig:
+        """A copy with some fields changed (validated)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PreprocessingConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known - {"preprocessor_type", "nst_hf_version"}
+        if unknown:
+            raise ValueError(f"unknown preprocessing fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json_string(self) -> str:
+        return json.dumps({"preprocessor_type": "NstSignalPreprocessor", **self.to_dict()}, indent=2, sort_keys=True)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the config as JSON (atomically)."""
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(self.to_json_string() + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PreprocessingConfig:
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_dict(json.load(handle))
+
+
+def preprocess(signal_pa, config: PreprocessingConfig | None = None, sampling_rate: float | None = None) -> FloatArray:
+    """Apply ``config`` to one read's pA signal and return float32.
+
+    ``sampling_rate`` (Hz) is the read's own rate, used by the low-pass filter; it defaults to
+    ``config.sampling_rate``. Raises :class:`ConstantSignalError` for a constant signal when
+    normalising and :class:`InvalidSignalError` for NaN/inf or non-1-D input.
+    """
+    config = config or PreprocessingConfig()
+    if config.kmeans_chain:
+        return kmeans_chain(signal_pa)
+    y = normalize(signal_pa) if config.normalization == "med_mad" else _as_signal(signal_pa).copy()
+    if config.median_kernel:
+        y = median_filter(y, config.median_kernel)
+    if config.lowpass_cutoff_hz:
+        rate = sampling_rate or config.sampling_rate
+        if not rate:
+            raise ValueError("low-pass filtering needs a sampling rate: pass sampling_rate= or set it in the config")
+        y = lowpass_filter(y, config.lowpass_cutoff_hz, rate, config.filter_order)
+    return y
