@@ -1,0 +1,137 @@
+"""Benchmark helpers: throughput and peak memory of reading and preprocessing, one case per child process.
+
+Each case runs in a fresh spawned process so that its peak resident memory (``ru_maxrss``) is its
+own; ``tracemalloc`` adds the peak of Python/NumPy allocations, which shows whether memory is
+bounded by one read or grows with the input.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _timed(function: Callable[[], int], min_seconds: float) -> tuple[float, int, int]:
+    """Run ``function`` (returns samples processed) until ``min_seconds`` passed; (seconds, samples, passes)."""
+    start = time.perf_counter()
+    samples = passes = 0
+    while True:
+        samples += function()
+        passes += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed, samples, passes
+
+
+def _read_case(paths: list[str], min_seconds: float) -> dict:
+    import nst_hf
+
+    def run() -> int:
+        total = 0
+        with nst_hf.open_reads(paths, on_error="skip") as source:
+            for record in source:
+                if record.has_calibration:
+                    record.signal_pa
+                total += record.num_samples
+        return total
+
+    rss_before = _rss_mib()
+    run()  # warm caches and lazy imports
+    tracemalloc.start()
+    seconds, samples, passes = _timed(run, min_seconds)
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"samples": samples // passes, "samples_per_s": samples / seconds, "passes": passes,
+            "traced_peak_mib": traced_peak / 2**20, "rss_peak_mib": _rss_mib(), "rss_base_mib": rss_before}
+
+
+def _preprocess_case(paths: list[str], min_seconds: float, max_samples: int) -> dict:
+    import nst_hf
+    from nst_hf import preprocessing as pp
+
+    signals, rates = [], []
+    total = 0
+    with nst_hf.open_reads(paths, on_error="skip") as source:
+        for record in source:
+            if not record.has_calibration or record.num_samples < 100:
+                continue
+            signals.append(record.signal_pa)
+            rates.append(record.sampling_rate or 4000.0)
+            total += record.num_samples
+            if total >= max_samples:
+                break
+    normalized = [pp.normalize(s) for s in signals]
+    steps = {
+        "normalize (med/MAD)": lambda: sum(pp.normalize(s).size for s in signals),
+        "median filter k=5": lambda: sum(pp.median_filter(s, 5).size for s in normalized),
+        "low-pass 1 kHz order 6": lambda: sum(pp.lowpass_filter(s, 1000.0, r).size for s, r in zip(normalized, rates)),
+        "K-Means chain": lambda: sum(pp.kmeans_chain(s).size for s in signals),
+    }
+    results = {}
+    for name, step in steps.items():
+        seconds, samples, _ = _timed(step, min_seconds)
+        results[name] = samples / seconds
+    return {"samples": total, "steps": results}
+
+
+def run_isolated(function: Callable, *args) -> dict:
+    """Run ``function(*args)`` in a fresh spawned process and return its result dict."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def bench_read(paths: list[str | Path], min_seconds: float = 1.0, max_preprocess_samples: int = 2_000_000) -> dict:
+    """Reading+calibration per input and all inputs together, plus each preprocessing step.
+
+    Returns ``{"read": [{"input", "format", "samples_per_s", ...}], "preprocess": {...}}``.
+    """
+    from nst_hf.io import find_signal_files
+
+    files = [str(p) for p in find_signal_files(paths)]
+    by_format: dict[str, list[str]] = {}
+    for file in files:
+        by_format.setdefault(Path(file).suffix.lower(), []).append(file)
+    cases = [(Path(f).name, Path(f).suffix.lower(), [f]) for f in files] if len(files) <= 8 else []
+    cases += [(f"all {fmt} ({len(group)} files)", fmt, group) for fmt, group in sorted(by_format.items())]
+    if len(files) > 1:
+        cases.append((f"all inputs ({len(files)} files)", "mixed", files))
+    rows = []
+    for label, fmt, group in cases:
+        result = run_isolated(_read_case, group, min_seconds)
+        rows.append({"input": label, "format": fmt, **result})
+    preprocess = run_isolated(_preprocess_case, files, min_seconds, max_preprocess_samples)
+    return {"read": rows, "preprocess": preprocess}
+
+
+def format_read_report(report: dict) -> str:
+    """Human-readable table of :func:`bench_read` output."""
+    lines = [f"{'input':<44} {'samples':>11} {'Msamples/s':>11} {'traced peak MiB':>16} {'RSS peak MiB':>13}"]
+    for row in report["read"]:
+        lines.append(f"{row['input'][:44]:<44} {row['samples']:>11,} {row['samples_per_s'] / 1e6:>11.1f} "
+                     f"{row['traced_peak_mib']:>16.1f} {row['rss_peak_mib']:>13.0f}")
+    pre = report["preprocess"]
+    lines.append("")
+    lines.append(f"preprocessing on {pre['samples']:,} samples of these reads")
+    for name, rate in pre["steps"].items():
+        lines.append(f"  {name:<28} {rate / 1e6:>8.2f} Msamples/s")
+    return "\n".join(lines)
+
+
+def peak_matmul_gflops(size: int = 2048, seconds: float = 1.0) -> float:
+    """This machine's fp32 matrix-multiply rate (GFLOP/s) on ``size``² products (NumPy BLAS)."""
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    b = a.T.copy()
+    a @ b
+    elapsed, count, _ = _timed(lambda: (a @ b, 1)[1], seconds)
+    return 2 * size**3 * count / elapsed / 1e9

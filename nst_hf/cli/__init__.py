@@ -1,0 +1,57 @@
+"""The ``nst-hf`` command line: ``nst-hf <command> -h`` for each command's help.
+
+Each command module has ``register(subparsers)`` and ``run(args)``; heavy imports happen inside
+``run`` so that ``-h`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from nst_hf import __version__
+
+COMMANDS = ("inspect", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nst-hf", description="Nanopore raw-signal tokenizers for language models.")
+    parser.add_argument("--version", action="version", version=f"nst-hf {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log only errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    from importlib import import_module
+
+    for name in COMMANDS:
+        import_module(f"nst_hf.cli.{name}").register(subparsers)
+    return parser
+
+
+def init_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Configure the ``nst_hf`` logger for command-line use (the library itself never does this)."""
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[nst-hf] %(levelname)s %(message)s"))
+    logger = logging.getLogger("nst_hf")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status. Errors print one line unless ``NST_HF_DEBUG=1``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    init_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("nst-hf: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one place that catches everything
+        if os.environ.get("NST_HF_DEBUG") == "1":
+            raise
+        print(f"nst-hf: error: {type(exc).__name__}: {exc} (set NST_HF_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1

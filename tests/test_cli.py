@@ -1,0 +1,70 @@
+"""The nst-hf command line: help for every command, one-line errors, inspect and bench output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nst_hf.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "data" / "sample.pod5"
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "nst_hf", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def _subcommands(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield [name]
+                for rest in _subcommands(sub):
+                    yield [name, *rest]
+
+
+def test_help_for_every_command(capsys):
+    from nst_hf.cli import build_parser
+
+    commands = list(_subcommands(build_parser()))
+    assert ["inspect"] in commands and ["bench", "read"] in commands
+    for command in [[], *commands]:
+        with pytest.raises(SystemExit) as info:
+            main([*command, "-h"])
+        assert info.value.code == 0
+        assert "usage: nst-hf" in capsys.readouterr().out
+
+
+def test_error_is_one_line_and_nonzero(tmp_path):
+    result = _cli("inspect", str(tmp_path / "missing.pod5"))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "missing.pod5: no such file" in lines[0] and "NST_HF_DEBUG" in lines[0]
+    debug = _cli("inspect", str(tmp_path / "missing.pod5"), env={"NST_HF_DEBUG": "1"})
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_inspect_sample(capsys):
+    assert main(["inspect", "--json", str(SAMPLE)]) == 0
+    (summary,) = json.loads(capsys.readouterr().out)
+    assert summary["reads"] == 8 and summary["sampling_rates"] == [5000.0] and summary["skipped"] == []
+
+
+def test_bench_read_prints_rows_for_each_input(capsys):
+    assert main(["bench", "read", "--seconds", "0.01", "--json", str(SAMPLE), str(SAMPLE.with_suffix(".fast5"))]) == 0
+    report = json.loads(capsys.readouterr().out)
+    inputs = [row["input"] for row in report["read"]]
+    assert inputs[:2] == ["sample.pod5", "sample.fast5"] and inputs[-1] == "all inputs (2 files)"
+    assert all(row["samples"] == 148_875 * (2 if row["format"] == "mixed" else 1) for row in report["read"])
+    assert all(row["samples_per_s"] > 0 and row["rss_peak_mib"] > 0 for row in report["read"])
+    assert set(report["preprocess"]["steps"]) == {"normalize (med/MAD)", "median filter k=5",
+                                                   "low-pass 1 kHz order 6", "K-Means chain"}
