@@ -1,0 +1,131 @@
+"""Hugging Face integration: AutoTokenizer registration, ``tokenizer.json`` for environments without
+nst_hf, the ``trust_remote_code`` shim module, and the model card."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
+
+from nst_hf import __version__
+
+SHIM_FILE = "tokenization_nst_hf.py"
+HUB_CONFIGS = Path(__file__).resolve().parent / "hub_templates"
+
+_SHIM = '''"""Lets `AutoTokenizer.from_pretrained(repo, trust_remote_code=True)` load this repo without importing
+nst_hf first. The classes live in the installed package: `pip install nst-hf`."""
+from nst_hf import NstKMeansTokenizer as _NstKMeansTokenizer
+from nst_hf import NstRVQTokenizer as _NstRVQTokenizer
+from nst_hf import NstVQTokenizer as _NstVQTokenizer
+
+
+class NstVQTokenizer(_NstVQTokenizer):
+    pass
+
+
+class NstRVQTokenizer(_NstRVQTokenizer):
+    pass
+
+
+class NstKMeansTokenizer(_NstKMeansTokenizer):
+    pass
+'''
+
+
+class NstBwavConfig(PretrainedConfig):
+    """Marker config so ``AutoTokenizer`` can map ``model_type: nst_bwav`` to the nst_hf classes."""
+
+    model_type = "nst_bwav"
+
+
+def register_auto_classes() -> None:
+    """Register the three tokenizer classes with ``AutoConfig``/``AutoTokenizer`` (idempotent)."""
+    from nst_hf.tokenizers import NstKMeansTokenizer, NstRVQTokenizer, NstVQTokenizer
+
+    try:
+        AutoConfig.register("nst_bwav", NstBwavConfig)
+    except ValueError:
+        pass  # already registered
+    for cls in (NstVQTokenizer, NstRVQTokenizer, NstKMeansTokenizer):
+        AutoTokenizer.register(NstBwavConfig, slow_tokenizer_class=cls, exist_ok=True)
+
+
+def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def write_tokenizers_json(tokenizer, save_directory) -> str:
+    """A ``tokenizers`` WordLevel ``tokenizer.json`` with identical ids, for users without nst_hf."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    from nst_hf.tokenizers.vocab import TOKEN_PATTERN
+
+    vocab = dict(tokenizer._base_vocab)
+    for token, index in tokenizer.added_tokens_encoder.items():
+        vocab[token] = index
+    fast = Tokenizer(models.WordLevel(vocab=vocab, unk_token=tokenizer.unk_token))
+    fast.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(TOKEN_PATTERN), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r"\s+"), behavior="removed"),
+    ])
+    fast.decoder = decoders.Fuse()
+    fast.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokenizer.all_special_tokens])
+    path = os.path.join(save_directory, "tokenizer.json")
+    fast.save(path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def write_remote_code_shim(save_directory) -> str:
+    """The flat module named in ``auto_map`` (subclasses of the installed nst_hf classes)."""
+    path = os.path.join(save_directory, SHIM_FILE)
+    _atomic_write_text(path, _SHIM)
+    return path
+
+
+def render_model_card(tokenizer) -> str:
+    """Model card text (YAML metadata + description) from the template of the tokenizer's kind."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    facts = tokenizer.card_facts()
+    template_path = HUB_CONFIGS / facts["kind"] / "model_card.md"
+    template = template_path.read_text(encoding="utf-8")
+    preprocessing = "\n".join(f"| `{k}` | `{v}` |" for k, v in facts["preprocessing"].items())
+    training = getattr(tokenizer, "training_info", None) or {}
+    values = {
+        "class_name": type(tokenizer).__name__.split(".")[-1],
+        "kind": facts["kind"],
+        "codebook_size": facts["codebook_size"],
+        "num_quantizers": facts["num_quantizers"],
+        "vocab_size": len(tokenizer),
+        "samples_per_token": facts["samples_per_token"],
+        "sampling_rate": f"{facts['sampling_rate']:g} Hz" if facts["sampling_rate"] else "not recorded",
+        "frame_rate": f"{facts['frame_rate']:g} tokens/s per level" if facts["frame_rate"] else "n/a",
+        "architecture": facts.get("architecture", "n/a"),
+        "preprocessing_table": preprocessing,
+        "training": training.get("description", "Not recorded (for example converted from an earlier checkpoint)."),
+        "training_command": training.get("command", "n/a"),
+        "evaluation": training.get("evaluation", "Not evaluated yet: run `nst-hf evaluate` on held-out reads."),
+        "nst_hf_version": __version__,
+    }
+    data = ModelCardData(library_name="nst_hf", license=training.get("license", "mit"),
+                         tags=["nanopore", "signal-tokenizer", "bwav", f"nst-{facts['kind']}"],
+                         pipeline_tag="feature-extraction")
+    card = ModelCard.from_template(data, template_str=template, **values)
+    return str(card)
+
+
+def write_model_card(tokenizer, save_directory) -> str:
+    path = os.path.join(save_directory, "README.md")
+    _atomic_write_text(path, render_model_card(tokenizer))
+    return path
+
+
+def read_json(path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

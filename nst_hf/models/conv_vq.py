@@ -1,0 +1,190 @@
+"""The 1-D conv encoder/decoder + codebook model behind the VQ and RVQ tokenizers (SPEC section 4).
+
+Layer indices inside ``encoder`` / ``decoder`` follow the earlier tool's ``nn.Sequential`` layout, so
+its state dicts load key for key. Tokenizing needs only the encoder and the codebooks; the decoder is
+used by ``decode_to_signal`` and training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+# One encoder layer: (in_channels, out_channels, kernel, stride).
+# order "conv_bn_act": Conv → BN → SiLU (VQ, convs without bias, no activation after the last BN)
+# order "conv_act_bn": Conv → SiLU → BN (RVQ, convs with bias, activation on every layer)
+ARCHITECTURES: dict[str, dict] = {
+    "vq_cnn0": {"encoder": [(1, 64, 5, 1), (64, 128, 5, 1), (128, 256, 25, 5)], "order": "conv_bn_act",
+                "decoder": "vq_cnn0"},
+    "vq_cnn1": {"encoder": [(1, 16, 5, 1), (16, 32, 5, 1), (32, 64, 25, 5)], "order": "conv_bn_act",
+                "decoder": "vq_cnn1"},
+    "vq_cnn2": {"encoder": [(1, 64, 5, 1), (64, 64, 5, 1), (64, 128, 9, 3), (128, 128, 9, 2), (128, 512, 5, 2)],
+                "order": "conv_bn_act", "decoder": "vq_cnn2"},
+    "rvq": {"encoder": [(1, 64, 5, 1), (64, 64, 5, 1), (64, 128, 9, 3), (128, 128, 9, 2), (128, 512, 5, 2)],
+            "order": "conv_act_bn", "decoder": "rvq"},
+}
+#: Upstream ``cnn_type`` → architecture name.
+CNN_TYPES = {0: "vq_cnn0", 1: "vq_cnn1", 2: "vq_cnn2"}
+
+
+@dataclass(frozen=True)
+class NstConvVQConfig:
+    """Architecture of a conv VQ/RVQ tokenizer model.
+
+    Parameters
+    ----------
+    architecture : str
+        One of :data:`ARCHITECTURES` (``vq_cnn0``, ``vq_cnn1``, ``vq_cnn2``, ``rvq``).
+    codebook_size : int
+        Codes per codebook (K).
+    num_quantizers : int
+        Codebooks (1 for VQ, n levels for RVQ).
+    """
+
+    architecture: str = "vq_cnn1"
+    codebook_size: int = 8192
+    num_quantizers: int = 1
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}")
+        if self.codebook_size < 2:
+            raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
+        if self.num_quantizers < 1:
+            raise ValueError(f"num_quantizers must be >= 1, got {self.num_quantizers}")
+
+    @property
+    def layers(self) -> list[tuple[int, int, int, int]]:
+        return [tuple(layer) for layer in ARCHITECTURES[self.architecture]["encoder"]]
+
+    @property
+    def dim(self) -> int:
+        """Latent / codebook vector size D."""
+        return self.layers[-1][1]
+
+    @property
+    def downsample_rate(self) -> int:
+        """Samples per frame (total encoder stride d)."""
+        return math.prod(layer[3] for layer in self.layers)
+
+    @property
+    def receptive_field(self) -> int:
+        """Input samples that influence one output frame."""
+        field, jump = 1, 1
+        for _, _, kernel, stride in self.layers:
+            field += (kernel - 1) * jump
+            jump *= stride
+        return field
+
+    def to_dict(self) -> dict:
+        return {"model_type": "nst_conv_vq", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NstConvVQConfig:
+        return cls(**{k: data[k] for k in ("architecture", "codebook_size", "num_quantizers") if k in data})
+
+    def save(self, path: str | os.PathLike) -> None:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(self.to_dict(), handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> NstConvVQConfig:
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_dict(json.load(handle))
+
+
+def _build_encoder(config: NstConvVQConfig) -> nn.Sequential:
+    spec = ARCHITECTURES[config.architecture]
+    modules: list[nn.Module] = []
+    last = len(config.layers) - 1
+    for index, (cin, cout, kernel, stride) in enumerate(config.layers):
+        if spec["order"] == "conv_bn_act":
+            modules += [nn.Conv1d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False), nn.BatchNorm1d(cout)]
+            if index != last:
+                modules.append(nn.SiLU())
+        else:
+            modules += [nn.Conv1d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=True), nn.SiLU(),
+                        nn.BatchNorm1d(cout)]
+    return nn.Sequential(*modules)
+
+
+def _build_decoder(config: NstConvVQConfig) -> nn.Sequential:
+    name = ARCHITECTURES[config.architecture]["decoder"]
+    if name in ("vq_cnn0", "vq_cnn1"):
+        dim, mid, low = {"vq_cnn0": (256, 128, 64), "vq_cnn1": (64, 32, 16)}[name]
+        return nn.Sequential(
+            nn.ConvTranspose1d(dim, mid, 25, stride=5, padding=12, bias=False), nn.BatchNorm1d(mid), nn.SiLU(),
+            nn.Conv1d(mid, low, 5, padding=2, bias=False), nn.BatchNorm1d(low), nn.SiLU(),
+            nn.Conv1d(low, 1, 5, padding=2, bias=True),
+        )
+    if name == "vq_cnn2":
+        return nn.Sequential(
+            nn.ConvTranspose1d(512, 128, 5, stride=2, padding=2, bias=False), nn.BatchNorm1d(128), nn.SiLU(),
+            nn.ConvTranspose1d(128, 128, 9, stride=2, padding=4, bias=False), nn.BatchNorm1d(128), nn.SiLU(),
+            nn.ConvTranspose1d(128, 64, 9, stride=3, padding=4, bias=False), nn.BatchNorm1d(64), nn.SiLU(),
+            nn.Conv1d(64, 64, 5, padding=2, bias=False), nn.BatchNorm1d(64), nn.SiLU(),
+            nn.Conv1d(64, 1, 5, padding=2, bias=True),
+        )
+    return nn.Sequential(  # rvq
+        nn.ConvTranspose1d(512, 256, 8, stride=2, padding=3), nn.SiLU(), nn.BatchNorm1d(256),
+        nn.ConvTranspose1d(256, 128, 12, stride=2, padding=5), nn.SiLU(), nn.BatchNorm1d(128),
+        nn.ConvTranspose1d(128, 64, 18, stride=3, padding=8), nn.SiLU(), nn.BatchNorm1d(64),
+        nn.Conv1d(64, 1, 1),
+    )
+
+
+class NstConvVQModel(nn.Module):
+    """Conv encoder, ``num_quantizers`` codebooks and a decoder, built from :class:`NstConvVQConfig`.
+
+    ``codebooks`` is a buffer of shape ``[num_quantizers, codebook_size, dim]``.
+    """
+
+    def __init__(self, config: NstConvVQConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = _build_encoder(config)
+        self.decoder = _build_decoder(config)
+        self.register_buffer("codebooks", torch.zeros(config.num_quantizers, config.codebook_size, config.dim))
+
+    def encode_latent(self, signal: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, L]`` normalised signal → ``[B, D, ceil(L / d)]`` continuous latent."""
+        return self.encoder(signal)
+
+    def quantize(self, latent: torch.Tensor, num_levels: int | None = None) -> torch.Tensor:
+        """``[N, D]`` latent vectors → ``[N, levels]`` codes (nearest codebook vector, residual per level)."""
+        from nst_hf.quantizers.nearest import nearest_codes
+
+        levels = num_levels or self.config.num_quantizers
+        residual = latent
+        codes = []
+        for level in range(levels):
+            codebook = self.codebooks[level]
+            index = nearest_codes(residual, codebook)
+            codes.append(index)
+            if level + 1 < levels:
+                residual = residual - codebook[index]
+        return torch.stack(codes, dim=1)
+
+    def codes_to_latent(self, codes: torch.Tensor) -> torch.Tensor:
+        """``[N, levels]`` codes → ``[N, D]`` sum of the chosen codebook vectors."""
+        latent = torch.zeros(codes.shape[0], self.config.dim, dtype=self.codebooks.dtype, device=self.codebooks.device)
+        for level in range(codes.shape[1]):
+            latent = latent + self.codebooks[level][codes[:, level]]
+        return latent
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """``[T, levels]`` codes of one read → ``[T * d]`` normalised signal through the decoder."""
+        latent = self.codes_to_latent(codes).T.unsqueeze(0)
+        signal = self.decoder(latent)[0, 0]
+        target = codes.shape[0] * self.config.downsample_rate
+        if signal.shape[0] >= target:
+            return signal[:target]
+        return torch.nn.functional.pad(signal, (0, target - signal.shape[0]))

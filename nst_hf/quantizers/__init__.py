@@ -1,0 +1,1 @@
+"""Nearest-code search shared by the neural and K-Means tokenizers."""

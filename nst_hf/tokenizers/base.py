@@ -1,0 +1,404 @@
+"""The base class every nst_hf tokenizer shares: a ``transformers.PreTrainedTokenizer`` whose text side
+is the bwav vocabulary and whose signal side is preprocess → encode codes → format tokens.
+
+Subclasses implement only ``_encode_preprocessed`` (codes for a batch of preprocessed signals) and
+the loading/saving of their own weights; preprocessing, sampling-rate checks, token formatting,
+batching over many reads, file handling and the text vocabulary exist here once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from transformers import BatchEncoding, PreTrainedTokenizer
+
+from nst_hf.errors import CheckpointError, ConstantSignalError, InvalidReadError, InvalidSignalError, NstHfError
+from nst_hf.io import SignalRecord, SkippedRead, open_reads
+from nst_hf.preprocessing import PreprocessingConfig, preprocess
+from nst_hf.tokenizers.vocab import SPECIAL_TOKENS, TOKEN_RE, codes_to_ids, codes_to_text, codes_to_tokens
+
+logger = logging.getLogger(__name__)
+
+PREPROCESSOR_FILE = "bwav_preprocessor_config.json"
+DEFAULT_MAX_LENGTH = 2**31 - 1
+#: Samples gathered from many reads before one batched encoding pass.
+DEFAULT_BATCH_SAMPLES = 1_000_000
+
+
+@dataclass
+class TokenizeSummary:
+    """What :meth:`NstBaseTokenizer.tokenize_file` did."""
+
+    reads: int = 0
+    tokens: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    skipped: list[SkippedRead] = field(default_factory=list)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {"reads": self.reads, "tokens": self.tokens, "samples": self.samples, "seconds": self.seconds,
+                "samples_per_second": self.samples_per_second, "skipped": [s.to_dict() for s in self.skipped]}
+
+
+def _resample(signal: np.ndarray, source_rate: float, target_rate: float) -> np.ndarray:
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(target_rate / source_rate).limit_denominator(1000)
+    return resample_poly(signal, ratio.numerator, ratio.denominator).astype(np.float32)
+
+
+class NstBaseTokenizer(PreTrainedTokenizer):
+    """Shared behaviour of :class:`NstVQTokenizer`, :class:`NstRVQTokenizer` and :class:`NstKMeansTokenizer`.
+
+    Vocabulary: the bwav token strings (``K`` codes, or ``n_q * K`` for RVQ with id ``level * K + code``)
+    followed by the special tokens ``<|bwav_bos|>``, ``<|bwav_eos|>``, ``<|bwav_unk|>``, ``<|bwav_pad|>``.
+    """
+
+    bwav_kind: str = ""
+    is_rvq: bool = False
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(self, *, codebook_size: int, num_quantizers: int = 1, preprocessing: PreprocessingConfig,
+                 bwav_kind: str | None = None, special_tokens_pattern: str = "none", **kwargs):
+        if bwav_kind is not None and bwav_kind != self.bwav_kind:
+            raise CheckpointError(self._wrong_kind_message(bwav_kind))
+        self.codebook_size = int(codebook_size)
+        self.num_quantizers = int(num_quantizers)
+        self.preprocessing = preprocessing
+        self.default_token_type = kwargs.pop("default_token_type", None)
+        if self.is_rvq:
+            self._base_vocab = {f"<|bwav:L{q + 1}_{i}|>": q * self.codebook_size + i
+                                for q in range(self.num_quantizers) for i in range(self.codebook_size)}
+        else:
+            self._base_vocab = {f"<|bwav:{i}|>": i for i in range(self.codebook_size)}
+        self._ids_to_tokens = {v: k for k, v in self._base_vocab.items()}
+        for key in ("is_local", "local_files_only"):
+            kwargs.pop(key, None)
+        for name, token in SPECIAL_TOKENS.items():
+            kwargs.setdefault(name, token)
+        kwargs.setdefault("model_max_length", DEFAULT_MAX_LENGTH)
+        kwargs.setdefault("auto_map", {"AutoTokenizer": [f"tokenization_nst_hf.{type(self).__name__}", None]})
+        super().__init__(codebook_size=self.codebook_size, num_quantizers=self.num_quantizers,
+                         bwav_kind=self.bwav_kind, special_tokens_pattern=special_tokens_pattern, **kwargs)
+        self.init_kwargs["special_tokens_pattern"] = special_tokens_pattern
+        if self.default_token_type:
+            self.init_kwargs["default_token_type"] = self.default_token_type
+
+    # ------------------------------------------------------------------ loading helpers
+
+    @classmethod
+    def _wrong_kind_message(cls, found: str) -> str:
+        names = {"vq": "NstVQTokenizer", "rvq": "NstRVQTokenizer", "kmeans": "NstKMeansTokenizer"}
+        return (f"this folder holds a {found!r} tokenizer, not a {cls.bwav_kind!r} one; load it with "
+                f"nst_hf.{names.get(found, 'AutoTokenizer')}.from_pretrained(...) or transformers.AutoTokenizer")
+
+    @classmethod
+    def _missing_files_message(cls, what: str) -> str:
+        return (f"no {what} found, so there is nothing to tokenize with: the path or repo id is not a saved "
+                f"{cls.__name__} (an empty folder, an unknown repo id offline, or a tokenizer of another kind). "
+                f"Pass a folder written by save_pretrained, a Hub repo id, or an upstream checkpoint file.")
+
+    @staticmethod
+    def _load_preprocessing(preprocessor_file, preprocessing, default: PreprocessingConfig) -> PreprocessingConfig:
+        if isinstance(preprocessing, PreprocessingConfig):
+            return preprocessing
+        if isinstance(preprocessing, dict):
+            return PreprocessingConfig.from_dict(preprocessing)
+        if preprocessor_file:
+            return PreprocessingConfig.load(preprocessor_file)
+        return default
+
+    # ------------------------------------------------------------------ text side (LM tokenizer)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._base_vocab)
+
+    def get_vocab(self) -> dict[str, int]:
+        vocab = dict(self._base_vocab)
+        vocab.update(self.added_tokens_encoder)
+        return vocab
+
+    def _tokenize(self, text: str, **kwargs) -> list[str]:
+        tokens, position = [], 0
+        for match in TOKEN_RE.finditer(text):
+            if text[position:match.start()].strip():
+                tokens.append(self.unk_token)
+            tokens.append(match.group(0))
+            position = match.end()
+        if text[position:].strip():
+            tokens.append(self.unk_token)
+        return tokens
+
+    def _convert_token_to_id(self, token: str) -> int:
+        return self._base_vocab.get(token, self.unk_token_id)
+
+    def _convert_id_to_token(self, index: int) -> str:
+        return self._ids_to_tokens.get(index, self.unk_token)
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        return "".join(tokens)
+
+    # ------------------------------------------------------------------ signal side
+
+    @property
+    def sampling_rate(self) -> float | None:
+        """The rate (Hz) the tokenizer expects; ``None`` means not recorded (no check)."""
+        return self.preprocessing.sampling_rate
+
+    @property
+    def frame_rate(self) -> float | None:
+        """Tokens per second per level at :attr:`sampling_rate`."""
+        return self.sampling_rate / self.samples_per_token if self.sampling_rate else None
+
+    @property
+    def samples_per_token(self) -> int:
+        raise NotImplementedError
+
+    def _levels(self, token_type: str | None) -> int:
+        token_type = token_type or self.default_token_type
+        if token_type is None:
+            return self.num_quantizers if not self.is_rvq else 1
+        valid = [f"L{k}" for k in range(1, self.num_quantizers + 1)]
+        if token_type not in valid:
+            raise ValueError(f"token_type must be one of {valid} for this {self.bwav_kind} tokenizer, got {token_type!r}")
+        return int(token_type[1:])
+
+    def _effective_config(self, do_normalize=None, medf=None, lpf=None, **overrides) -> PreprocessingConfig:
+        changes = dict(overrides)
+        if do_normalize is not None:
+            changes["normalization"] = "med_mad" if do_normalize else "none"
+        if medf is not None:
+            changes["median_kernel"] = int(medf)
+        if lpf is not None:
+            changes["lowpass_cutoff_hz"] = float(lpf)
+        return self.preprocessing.replace(**changes) if changes else self.preprocessing
+
+    def _check_rate(self, sampling_rate: float | None, resample: bool) -> tuple[float | None, bool]:
+        """Return (rate to use for filters, whether to resample)."""
+        expected = self.sampling_rate
+        if sampling_rate is None:
+            if expected is not None:
+                logger.debug("no sampling_rate given; assuming the tokenizer's %g Hz", expected)
+            return expected, False
+        if expected is None or abs(float(sampling_rate) - float(expected)) < 1e-6:
+            return float(sampling_rate), False
+        if not resample:
+            raise InvalidSignalError(
+                f"signal sampled at {sampling_rate:g} Hz but this tokenizer was trained at {expected:g} Hz; "
+                "pass resample=True to resample it, or use a tokenizer trained at this rate"
+            )
+        return float(sampling_rate), True
+
+    def preprocess_signal(self, signal_pa, sampling_rate: float | None = None, resample: bool = False,
+                          config: PreprocessingConfig | None = None) -> np.ndarray:
+        """The float32 signal the encoder sees: sampling-rate check (and optional resampling) + preprocessing.
+
+        Returns an empty array for a constant signal (which has no tokens, as in the earlier tool).
+        """
+        config = config or self.preprocessing
+        rate, do_resample = self._check_rate(sampling_rate, resample)
+        signal = np.asarray(signal_pa, dtype=np.float32)
+        if signal.ndim != 1:
+            raise InvalidSignalError(f"expected a 1-D signal in pA, got an array of shape {signal.shape}")
+        if do_resample:
+            signal = _resample(signal, rate, self.sampling_rate)
+            rate = self.sampling_rate
+        if signal.size == 0:
+            return signal
+        try:
+            return preprocess(signal, config, sampling_rate=rate)
+        except ConstantSignalError:
+            logger.debug("constant signal of %d samples has no tokens", signal.size)
+            return np.zeros(0, dtype=np.float32)
+
+    def _encode_preprocessed(self, signals: list[np.ndarray], levels: int) -> list[np.ndarray]:
+        """Codes ``[T, levels]`` (int64) for each preprocessed signal; implemented by subclasses."""
+        raise NotImplementedError
+
+    def encode_signals_to_codes(self, signals: Iterable, sampling_rates=None, token_type: str | None = None,
+                                resample: bool = False, **overrides) -> list[np.ndarray]:
+        """Codes ``[T, levels]`` for many pA signals at once (windows of all reads share batches)."""
+        signals = list(signals)
+        if sampling_rates is None or np.isscalar(sampling_rates):
+            sampling_rates = [sampling_rates] * len(signals)
+        levels = self._levels(token_type)
+        config = self._effective_config(**overrides)
+        prepared = [self.preprocess_signal(s, r, resample, config) for s, r in zip(signals, sampling_rates)]
+        return self._encode_preprocessed(prepared, levels)
+
+    def tokenize_data(self, signal_pa, do_normalize: bool | None = None, medf: int | None = None,
+                      lpf: float | None = None, token_type: str | None = None, sampling_rate: float | None = None,
+                      resample: bool = False) -> list[str]:
+        """Token strings of one pA signal (the earlier tool's call).
+
+        ``do_normalize``, ``medf`` and ``lpf`` override the saved preprocessing when given (``None`` keeps
+        it); ``token_type="Lk"`` emits the first k RVQ levels.
+        """
+        (codes,) = self.encode_signals_to_codes([signal_pa], [sampling_rate], token_type, resample,
+                                                do_normalize=do_normalize, medf=medf, lpf=lpf)
+        return codes_to_tokens(codes, self.is_rvq)
+
+    def encode_signal(self, signal_pa, token_type: str | None = None, sampling_rate: float | None = None,
+                      resample: bool = False, **overrides) -> list[int]:
+        """Token ids of one pA signal (VQ/K-Means: the codes; RVQ: ``level * K + code``)."""
+        (codes,) = self.encode_signals_to_codes([signal_pa], [sampling_rate], token_type, resample, **overrides)
+        return codes_to_ids(codes, self.codebook_size, self.is_rvq).tolist()
+
+    def signal_to_text(self, signal_pa, token_type: str | None = None, sampling_rate: float | None = None,
+                       resample: bool = False, **overrides) -> str:
+        """Token text of one pA signal."""
+        (codes,) = self.encode_signals_to_codes([signal_pa], [sampling_rate], token_type, resample, **overrides)
+        return codes_to_text(codes, self.is_rvq)
+
+    def __call__(self, text=None, *args, signals=None, sampling_rate=None, token_type: str | None = None,
+                 return_tensors=None, padding=False, resample: bool = False, **kwargs) -> BatchEncoding:
+        """Text → ids as any tokenizer; ``signals=`` (one array or a list) → ``input_ids`` + ``attention_mask``."""
+        if signals is None:
+            return super().__call__(text, *args, return_tensors=return_tensors, padding=padding, **kwargs)
+        if text is not None:
+            raise ValueError("pass either text or signals=, not both")
+        single = not isinstance(signals, (list, tuple))
+        batch = [signals] if single else list(signals)
+        batch = [s.detach().cpu().numpy() if hasattr(s, "detach") else s for s in batch]
+        codes = self.encode_signals_to_codes(batch, sampling_rate, token_type, resample)
+        ids = [codes_to_ids(c, self.codebook_size, self.is_rvq).tolist() for c in codes]
+        encoding = {"input_ids": ids, "attention_mask": [[1] * len(i) for i in ids]}
+        if single:
+            return BatchEncoding({k: v[0] for k, v in encoding.items()}, tensor_type=return_tensors)
+        if padding:
+            return self.pad(encoding, padding=padding, return_tensors=return_tensors)
+        return BatchEncoding(encoding, tensor_type=return_tensors)
+
+    # ------------------------------------------------------------------ reads and files
+
+    def tokenize_read(self, record: SignalRecord, token_type: str | None = None, resample: bool = False) -> list[str]:
+        """Token strings of one :class:`~nst_hf.io.SignalRecord` (its own sampling rate is checked)."""
+        return self.tokenize_data(record.signal_pa, token_type=token_type, sampling_rate=record.sampling_rate,
+                                  resample=resample)
+
+    def iter_tokenized(self, records: Iterable[SignalRecord], token_type: str | None = None,
+                       on_error: str = "raise", resample: bool = False,
+                       batch_samples: int = DEFAULT_BATCH_SAMPLES) -> Iterator[tuple[SignalRecord, np.ndarray | None, str | None]]:
+        """Yield ``(record, codes, error)`` for each record, encoding reads in batches of ~``batch_samples``.
+
+        With ``on_error="skip"`` a read that cannot be tokenized yields ``codes=None`` and its reason;
+        with ``"raise"`` the error propagates naming the read.
+        """
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        levels = self._levels(token_type)
+        pending: list[tuple[SignalRecord, np.ndarray | None, str | None]] = []
+        pending_samples = 0
+
+        def flush():
+            good = [i for i, (_, signal, _) in enumerate(pending) if signal is not None]
+            codes = self._encode_preprocessed([pending[i][1] for i in good], levels) if good else []
+            by_index = dict(zip(good, codes))
+            for i, (record, _, error) in enumerate(pending):
+                yield record, by_index.get(i), error
+
+        for record in records:
+            try:
+                if not record.has_calibration:
+                    record.signal_pa  # raises MissingCalibrationError naming the read
+                prepared = self.preprocess_signal(record.signal_pa, record.sampling_rate, resample)
+                pending.append((record, prepared, None))
+                pending_samples += record.num_samples
+            except (NstHfError, ValueError) as exc:
+                message = f"{record.source_file or '<memory>'}: read {record.read_id}: {exc}"
+                if on_error == "raise":
+                    raise InvalidReadError(message, path=record.source_file, read_id=record.read_id) from exc
+                logger.warning("skipping read %s: %s", record.read_id, exc)
+                pending.append((record, None, str(exc)))
+            if pending_samples >= batch_samples:
+                yield from flush()
+                pending, pending_samples = [], 0
+        if pending:
+            yield from flush()
+
+    def tokenize_file(self, path, output_path, token_type: str | None = None, on_error: str = "raise",
+                      read_ids: Iterable[str] | None = None, resample: bool = False,
+                      batch_samples: int = DEFAULT_BATCH_SAMPLES, progress: bool = False) -> TokenizeSummary:
+        """Tokenize every read of a signal file (or directory) into JSON lines ``{"id", "text"}``.
+
+        The output is gzip-compressed when its name ends in ``.gz`` and written atomically. Bad reads
+        raise (``on_error="raise"``) or are skipped and listed in the returned summary (``"skip"``).
+        """
+        from tqdm.auto import tqdm
+
+        from nst_hf.output import AtomicJsonlWriter
+
+        summary = TokenizeSummary()
+        started = time.perf_counter()
+        with open_reads(path, read_ids=read_ids, on_error=on_error) as source, AtomicJsonlWriter(output_path) as out:
+            bar = tqdm(desc=f"tokenizing {Path(str(path)).name}", unit=" reads", disable=not progress)
+            for record, codes, error in self.iter_tokenized(source, token_type, on_error, resample, batch_samples):
+                bar.update(1)
+                if codes is None:
+                    summary.skipped.append(SkippedRead(record.source_file, record.read_id, error or "no tokens"))
+                    continue
+                out.write({"id": record.read_id, "text": codes_to_text(codes, self.is_rvq)})
+                summary.reads += 1
+                summary.tokens += int(codes.size)
+                summary.samples += record.num_samples
+            bar.close()
+        summary.skipped[:0] = source.skipped
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def tokenize_fast5(self, path, output_path, **kwargs) -> TokenizeSummary:
+        """Alias of :meth:`tokenize_file` (the earlier tool's name); any supported format works."""
+        return self.tokenize_file(path, output_path, **kwargs)
+
+    # ------------------------------------------------------------------ saving
+
+    def _save_preprocessing(self, save_directory: str, prefix: str) -> str:
+        path = os.path.join(save_directory, prefix + PREPROCESSOR_FILE)
+        self.preprocessing.save(path)
+        return path
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Write the tokenizer folder plus ``tokenizer.json``, the remote-code shim and a model card."""
+        from nst_hf.hub import write_model_card, write_remote_code_shim, write_tokenizers_json
+
+        push_to_hub = kwargs.pop("push_to_hub", False)
+        files = super().save_pretrained(save_directory, *args, **kwargs)
+        write_tokenizers_json(self, save_directory)
+        write_remote_code_shim(save_directory)
+        write_model_card(self, save_directory)
+        if push_to_hub:
+            raise ValueError("use tokenizer.push_to_hub(repo_id) to publish (it uploads the model card too)")
+        return files
+
+    def push_to_hub(self, repo_id: str, commit_message: str = "Upload nst_hf tokenizer", private: bool | None = None,
+                    token: str | None = None, revision: str | None = None, api=None, **kwargs):
+        """Save to a temporary folder and upload it whole (tokenizer files, weights, shim, model card)."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = api or HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            return api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
+                                     revision=revision, repo_type="model")
+
+    # model-card facts each subclass fills in
+    def card_facts(self) -> dict:
+        return {"kind": self.bwav_kind, "codebook_size": self.codebook_size, "num_quantizers": self.num_quantizers,
+                "samples_per_token": self.samples_per_token, "sampling_rate": self.sampling_rate,
+                "frame_rate": self.frame_rate, "preprocessing": self.preprocessing.to_dict()}

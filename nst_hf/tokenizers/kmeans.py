@@ -1,0 +1,199 @@
+"""K-Means tokenizer: nearest faiss centroid for windows of ``dimension`` samples every ``stride`` samples."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from nst_hf.errors import CheckpointError
+from nst_hf.preprocessing import PreprocessingConfig
+from nst_hf.quantizers.nearest import decide_exactly, fp32_distance_error_bound
+from nst_hf.tokenizers.base import PREPROCESSOR_FILE, NstBaseTokenizer
+
+logger = logging.getLogger(__name__)
+
+CENTROIDS_FILE = "bwav_centroids.safetensors"
+KMEANS_CONFIG_FILE = "bwav_kmeans_config.json"
+
+
+def load_upstream_centroids(path: str | os.PathLike, dimension: int | None = None, stride: int | None = None,
+                            trust_pickle: bool = False) -> tuple[np.ndarray, int, int]:
+    """Read upstream centroids: ``.npy`` array (stride must be given), pickled-dict ``.npy``, or ``.npz``.
+
+    A pickled dict can execute code when loaded, so it is read only with ``trust_pickle=True``.
+    """
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            centroids = data["centroids"]
+            dimension = int(data["dim"]) if "dim" in data else dimension
+            stride = int(data["stride"]) if "stride" in data else stride
+    else:
+        try:
+            centroids = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            if not trust_pickle:
+                raise CheckpointError(
+                    f"{path} is a pickled object (e.g. a {{centroids, dimension, stride}} dict); unpickling can run "
+                    "arbitrary code, so it is refused. If you trust the file, pass trust_pickle=True "
+                    "(CLI: --trust-pickle)."
+                ) from exc
+            item = np.load(path, allow_pickle=True).item()  # explicit opt-in above
+            if not isinstance(item, dict) or "centroids" not in item:
+                raise CheckpointError(f"{path}: pickled object is not a dict with 'centroids'") from exc
+            centroids = np.asarray(item["centroids"])
+            dimension = int(item.get("dimension", item.get("dim", dimension or 0))) or dimension
+            stride = int(item["stride"]) if "stride" in item else stride
+    centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+    if centroids.ndim != 2:
+        raise CheckpointError(f"{path}: centroids must be a [K, dimension] array, got shape {centroids.shape}")
+    dimension = dimension or centroids.shape[1]
+    if dimension != centroids.shape[1]:
+        raise CheckpointError(f"{path}: dimension {dimension} does not match centroids of width {centroids.shape[1]}")
+    if stride is None:
+        raise CheckpointError(f"{path} stores no stride; pass stride= (the earlier tool's centroids.npy used stride 8)")
+    return centroids, int(dimension), int(stride)
+
+
+def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, index=None) -> np.ndarray:
+    """Nearest centroid (squared L2, ties to the lower index) through faiss, with near-ties decided in float64."""
+    import faiss
+
+    if vectors.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    if index is None:
+        index = faiss.IndexFlatL2(centroids.shape[1])
+        index.add(centroids)
+    k = min(2, centroids.shape[0])
+    distances, labels = index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+    best = labels[:, 0].astype(np.int64)
+    if k == 2:
+        x_norm = np.linalg.norm(vectors, axis=1)
+        bound = fp32_distance_error_bound(x_norm, distances[:, 0].astype(np.float64), centroids.shape[1])
+        unsure = np.flatnonzero(distances[:, 1] - distances[:, 0] <= bound)
+        if unsure.size:
+            best[unsure] = decide_exactly(vectors[unsure], centroids)
+    return best
+
+
+class NstKMeansTokenizer(NstBaseTokenizer):
+    """K-Means tokenizer over the K-Means preprocessing chain; text ``<|bwav:N|>``, id == centroid index."""
+
+    bwav_kind = "kmeans"
+    is_rvq = False
+    vocab_files_names = {"centroids_file": CENTROIDS_FILE, "kmeans_config_file": KMEANS_CONFIG_FILE,
+                         "preprocessor_file": PREPROCESSOR_FILE}
+
+    def __init__(self, centroids_file: str | None = None, kmeans_config_file: str | None = None,
+                 preprocessor_file: str | None = None, centroids: np.ndarray | None = None,
+                 dimension: int | None = None, stride: int | None = None,
+                 preprocessing: PreprocessingConfig | dict | None = None, training_info: dict | None = None,
+                 **kwargs):
+        if centroids is None:
+            if centroids_file is None or kmeans_config_file is None:
+                kind = kwargs.get("bwav_kind")
+                if kind is not None and kind != self.bwav_kind:
+                    raise CheckpointError(self._wrong_kind_message(kind))
+                raise CheckpointError(self._missing_files_message(f"{CENTROIDS_FILE} / {KMEANS_CONFIG_FILE}"))
+            from safetensors.numpy import load_file
+
+            with open(kmeans_config_file, encoding="utf-8") as handle:
+                meta = json.load(handle)
+            centroids = load_file(centroids_file)["centroids"]
+            dimension, stride = int(meta["dimension"]), int(meta["stride"])
+        centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        if dimension is None or stride is None or centroids.ndim != 2 or centroids.shape[1] != dimension:
+            raise CheckpointError(f"centroids of shape {centroids.shape} need a matching dimension and a stride "
+                                  f"(got dimension={dimension}, stride={stride})")
+        if stride < 1:
+            raise CheckpointError(f"stride must be >= 1, got {stride}")
+        self.centroids = centroids
+        self.dimension = int(dimension)
+        self.stride = int(stride)
+        self.training_info = training_info
+        self._index = None
+        preprocessing = self._load_preprocessing(preprocessor_file, preprocessing, PreprocessingConfig(kmeans_chain=True))
+        if not preprocessing.kmeans_chain:
+            raise CheckpointError("a K-Means tokenizer needs the K-Means preprocessing chain (kmeans_chain=True)")
+        super().__init__(codebook_size=centroids.shape[0], num_quantizers=1, preprocessing=preprocessing, **kwargs)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_index"] = None  # rebuilt lazily; keeps pickles small and GPU indexes out of them
+        return state
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load a saved folder, a Hub repo id, or upstream centroids (``.npy``/``.npz``; ``stride=`` if unrecorded)."""
+        path = Path(str(pretrained_model_name_or_path))
+        if path.suffix in (".npy", ".npz") and path.is_file():
+            return cls.from_upstream(path, **kwargs)
+        from nst_hf.pretrained import resolve_builtin
+
+        return super().from_pretrained(resolve_builtin(pretrained_model_name_or_path), *args, **kwargs)
+
+    @classmethod
+    def from_upstream(cls, path, dimension: int | None = None, stride: int | None = None, trust_pickle: bool = False,
+                      sampling_rate: float | None = None, **kwargs):
+        centroids, dimension, stride = load_upstream_centroids(path, dimension, stride, trust_pickle)
+        info = {"description": f"Converted from the earlier nanopore_signal_tokenizer centroids `{Path(path).name}`."}
+        return cls(centroids=centroids, dimension=dimension, stride=stride, training_info=info,
+                   preprocessing=PreprocessingConfig(kmeans_chain=True, sampling_rate=sampling_rate),
+                   name_or_path=str(path), **kwargs)
+
+    @property
+    def samples_per_token(self) -> int:
+        return self.stride
+
+    @property
+    def index(self):
+        """The faiss ``IndexFlatL2`` over the centroids (built on first use)."""
+        if self._index is None:
+            import faiss
+
+            self._index = faiss.IndexFlatL2(self.dimension)
+            self._index.add(self.centroids)
+        return self._index
+
+    def windows(self, signal: np.ndarray) -> np.ndarray:
+        """``[n, dimension]`` full windows every ``stride`` samples (a view; none if shorter than a window)."""
+        if signal.size < self.dimension:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.lib.stride_tricks.sliding_window_view(signal, self.dimension)[::self.stride]
+
+    def _encode_preprocessed(self, signals: list[np.ndarray], levels: int) -> list[np.ndarray]:
+        blocks = [self.windows(s) for s in signals]
+        if not any(len(b) for b in blocks):
+            return [np.zeros((0, 1), dtype=np.int64) for _ in signals]
+        codes = nearest_centroids(np.concatenate(blocks), self.centroids, self.index)
+        out, offset = [], 0
+        for block in blocks:
+            out.append(codes[offset:offset + len(block)].reshape(-1, 1))
+            offset += len(block)
+        return out
+
+    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:
+        from safetensors.numpy import save_file
+
+        prefix = f"{filename_prefix}-" if filename_prefix else ""
+        path = os.path.join(save_directory, prefix + CENTROIDS_FILE)
+        save_file({"centroids": self.centroids}, path + ".tmp", metadata={"nst_hf": "kmeans"})
+        os.replace(path + ".tmp", path)
+        config = os.path.join(save_directory, prefix + KMEANS_CONFIG_FILE)
+        with open(config + ".tmp", "w", encoding="utf-8") as handle:
+            json.dump({"model_type": "nst_kmeans", "dimension": self.dimension, "stride": self.stride,
+                       "num_centroids": int(self.centroids.shape[0]), "metric": "squared_l2"}, handle, indent=2)
+        os.replace(config + ".tmp", config)
+        if self.training_info:
+            with open(os.path.join(save_directory, prefix + "bwav_training.json"), "w", encoding="utf-8") as handle:
+                json.dump(self.training_info, handle, indent=2)
+        return path, config, self._save_preprocessing(save_directory, prefix)
+
+    def card_facts(self) -> dict:
+        facts = super().card_facts()
+        facts["architecture"] = f"faiss IndexFlatL2 over {self.centroids.shape[0]} centroids of {self.dimension} samples, stride {self.stride}"
+        return facts

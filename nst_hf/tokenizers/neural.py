@@ -1,0 +1,227 @@
+"""VQ and RVQ tokenizers: a conv encoder + codebook(s), windows of many reads encoded in shared batches."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nst_hf.chunking import min_margin, num_frames, plan_windows
+from nst_hf.errors import CheckpointError
+from nst_hf.models.conv_vq import NstConvVQConfig, NstConvVQModel
+from nst_hf.preprocessing import PreprocessingConfig
+from nst_hf.tokenizers.base import PREPROCESSOR_FILE, NstBaseTokenizer
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "bwav_tokenizer.safetensors"
+MODEL_CONFIG_FILE = "bwav_model_config.json"
+UPSTREAM_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+#: Shortest VQ signal with tokens (the earlier tool's documented minimum); RVQ has none.
+VQ_MIN_SAMPLES = 25
+
+
+class _NeuralTokenizer(NstBaseTokenizer):
+    """Shared VQ/RVQ implementation."""
+
+    vocab_files_names = {"weights_file": WEIGHTS_FILE, "model_config_file": MODEL_CONFIG_FILE,
+                         "preprocessor_file": PREPROCESSOR_FILE}
+
+    def __init__(self, weights_file: str | None = None, model_config_file: str | None = None,
+                 preprocessor_file: str | None = None, model: NstConvVQModel | None = None,
+                 preprocessing: PreprocessingConfig | dict | None = None, min_samples: int | None = None,
+                 device: str | None = None, window_frames: int = 2000, batch_windows: int = 32,
+                 training_info: dict | None = None, **kwargs):
+        if model is None:
+            if weights_file is None or model_config_file is None:
+                kind = kwargs.get("bwav_kind")
+                if kind is not None and kind != self.bwav_kind:
+                    raise CheckpointError(self._wrong_kind_message(kind))
+                raise CheckpointError(self._missing_files_message(f"{WEIGHTS_FILE} / {MODEL_CONFIG_FILE}"))
+            model = self._load_weights(weights_file, model_config_file)
+        self.model = model.eval()
+        self._validate_model(model.config)
+        self.training_info = training_info
+        self.min_samples = VQ_MIN_SAMPLES if min_samples is None and not self.is_rvq else int(min_samples or 0)
+        self.window_frames = int(window_frames)
+        self.batch_windows = int(batch_windows)
+        self.margin_frames = min_margin(model.config.receptive_field, model.config.downsample_rate)
+        self.device = torch.device(device or "cpu")
+        self.model.to(self.device)
+        preprocessing = self._load_preprocessing(preprocessor_file, preprocessing, PreprocessingConfig())
+        super().__init__(codebook_size=model.config.codebook_size, num_quantizers=model.config.num_quantizers,
+                         preprocessing=preprocessing, min_samples=self.min_samples, **kwargs)
+
+    def _validate_model(self, config: NstConvVQConfig) -> None:
+        if self.is_rvq != (config.architecture == "rvq"):
+            other = "NstRVQTokenizer" if config.architecture == "rvq" else "NstVQTokenizer"
+            raise CheckpointError(f"this checkpoint is a {config.architecture} model; load it with nst_hf.{other}")
+
+    @staticmethod
+    def _load_weights(weights_file: str, model_config_file: str) -> NstConvVQModel:
+        from safetensors.torch import load_file
+
+        config = NstConvVQConfig.load(model_config_file)
+        model = NstConvVQModel(config)
+        try:
+            model.load_state_dict(load_file(weights_file), strict=True)
+        except Exception as exc:
+            raise CheckpointError(f"{weights_file}: weights do not match {model_config_file} "
+                                  f"({' '.join(str(exc).split())[:300]})") from exc
+        return model
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load a saved folder, a Hub repo id, ``"default"``, or an upstream ``.pth`` checkpoint file."""
+        path = Path(str(pretrained_model_name_or_path))
+        if path.suffix in UPSTREAM_SUFFIXES and path.is_file():
+            return cls.from_upstream(path, **kwargs)
+        from nst_hf.pretrained import resolve_builtin
+
+        return super().from_pretrained(resolve_builtin(pretrained_model_name_or_path), *args, **kwargs)
+
+    @classmethod
+    def from_upstream(cls, path: str | os.PathLike, preprocessing: PreprocessingConfig | None = None,
+                      sampling_rate: float | None = None, **kwargs):
+        """Build from an earlier-tool checkpoint (VQ dict with ``cnn_type``, or RVQ state dict)."""
+        from nst_hf.models.upstream import load_upstream_model
+
+        model = load_upstream_model(path)
+        preprocessing = preprocessing or PreprocessingConfig(sampling_rate=sampling_rate)
+        info = {"description": f"Converted from the earlier nanopore_signal_tokenizer checkpoint `{Path(path).name}`."}
+        return cls(model=model, preprocessing=preprocessing, training_info=info, name_or_path=str(path), **kwargs)
+
+    def to(self, device: str | torch.device):
+        """Move the model to ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``); returns self."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    # ------------------------------------------------------------------ encoding
+
+    @property
+    def samples_per_token(self) -> int:
+        return self.model.config.downsample_rate
+
+    def _encode_preprocessed(self, signals: list[np.ndarray], levels: int) -> list[np.ndarray]:
+        d = self.model.config.downsample_rate
+        margin, core = self.margin_frames, self.window_frames
+        width = core + 2 * margin
+        results: list[np.ndarray] = []
+        full: list[tuple[int, object, np.ndarray]] = []     # windows of exactly `width` frames
+        short: dict[int, list[tuple[int, object, np.ndarray]]] = {}  # single windows, grouped by length
+        for index, signal in enumerate(signals):
+            frames = num_frames(signal.size, d) if signal.size >= max(self.min_samples, 1) else 0
+            results.append(np.empty((frames, levels), dtype=np.int64))
+            if frames == 0:
+                continue
+            padded = np.zeros((frames + margin) * d, dtype=np.float32)
+            padded[:signal.size] = signal
+            for window in plan_windows(frames, core, margin):
+                piece = padded[window.start * d:window.end * d]
+                if window.length == width:
+                    full.append((index, window, piece))
+                else:
+                    short.setdefault(window.length, []).append((index, window, piece))
+        groups = [full[i:i + self.batch_windows] for i in range(0, len(full), self.batch_windows)]
+        for items in short.values():
+            per_batch = max(1, self.batch_windows * width // max(items[0][1].length, 1))
+            groups += [items[i:i + per_batch] for i in range(0, len(items), per_batch)]
+        with torch.inference_mode():
+            for group in groups:
+                self._encode_group(group, levels, results)
+        return results
+
+    def _encode_group(self, group, levels: int, results: list[np.ndarray]) -> None:
+        batch = torch.from_numpy(np.stack([piece for _, _, piece in group])).unsqueeze(1).to(self.device)
+        latent = self.model.encode_latent(batch)  # [B, D, frames]
+        kept = [latent[b, :, w.keep_start - w.start:w.keep_end - w.start] for b, (_, w, _) in enumerate(group)]
+        vectors = torch.cat(kept, dim=1).T.contiguous()
+        codes = self.model.quantize(vectors, levels).cpu().numpy()
+        offset = 0
+        for index, window, _ in group:
+            count = window.keep_end - window.keep_start
+            results[index][window.keep_start:window.keep_end] = codes[offset:offset + count]
+            offset += count
+
+    # ------------------------------------------------------------------ decoding
+
+    def _ids_to_codes(self, ids) -> np.ndarray:
+        if isinstance(ids, str):
+            ids = self.convert_tokens_to_ids(self._tokenize(ids))
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        ids = ids[ids < self.vocab_size] if ids.size else ids  # drop special tokens
+        if not self.is_rvq:
+            return ids.reshape(-1, 1)
+        levels, codes = ids // self.codebook_size, ids % self.codebook_size
+        if levels.size == 0:
+            return codes.reshape(0, 1)
+        depth = int(np.argmax(levels[1:] == 0)) + 1 if (levels[1:] == 0).any() else levels.size
+        expected = np.tile(np.arange(depth), -(-levels.size // depth))[:levels.size]
+        if levels.size % depth or not np.array_equal(levels, expected):
+            raise ValueError("RVQ ids must repeat levels L1..Lk frame by frame (as signal_to_text writes them)")
+        return codes.reshape(-1, depth)
+
+    def decode_to_signal(self, ids_or_text) -> np.ndarray:
+        """Reconstruct a normalised signal (``len ≈ frames × samples_per_token``) through the decoder."""
+        codes = self._ids_to_codes(ids_or_text)
+        if codes.size == 0:
+            return np.zeros(0, dtype=np.float32)
+        with torch.inference_mode():
+            signal = self.model.decode_codes(torch.from_numpy(codes).to(self.device))
+        return signal.float().cpu().numpy()
+
+    # ------------------------------------------------------------------ saving
+
+    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:
+        from safetensors.torch import save_file
+
+        prefix = f"{filename_prefix}-" if filename_prefix else ""
+        weights = os.path.join(save_directory, prefix + WEIGHTS_FILE)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, weights + ".tmp", metadata={"format": "pt", "nst_hf": "conv_vq"})
+        os.replace(weights + ".tmp", weights)
+        config = os.path.join(save_directory, prefix + MODEL_CONFIG_FILE)
+        self.model.config.save(config)
+        if self.training_info:
+            import json
+
+            with open(os.path.join(save_directory, prefix + "bwav_training.json"), "w", encoding="utf-8") as handle:
+                json.dump(self.training_info, handle, indent=2)
+        return weights, config, self._save_preprocessing(save_directory, prefix)
+
+    def card_facts(self) -> dict:
+        facts = super().card_facts()
+        facts["architecture"] = (f"{self.model.config.architecture}: conv encoder, latent dim {self.model.config.dim}, "
+                                 f"stride {self.model.config.downsample_rate}, receptive field "
+                                 f"{self.model.config.receptive_field} samples")
+        return facts
+
+
+class NstVQTokenizer(_NeuralTokenizer):
+    """VQ tokenizer: conv encoder + one codebook; text ``<|bwav:N|>``, id == code.
+
+    Example
+    -------
+    >>> tok = NstVQTokenizer.from_pretrained("vq_cnn1_cb8192.pth")   # an earlier-tool checkpoint
+    >>> tok.signal_to_text(read.signal_pa, sampling_rate=read.sampling_rate)
+    """
+
+    bwav_kind = "vq"
+    is_rvq = False
+
+
+class NstRVQTokenizer(_NeuralTokenizer):
+    """RVQ tokenizer: conv encoder + residual codebooks; text ``<|bwav:L1_a|><|bwav:L2_b|>…``.
+
+    ``token_type="Lk"`` emits the first k levels per frame (default ``L1``); id = ``level * K + code``.
+    """
+
+    bwav_kind = "rvq"
+    is_rvq = True
+
