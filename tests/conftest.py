@@ -30,3 +30,51 @@ def expected(real_dir) -> dict:
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return _require(SHARED)
+
+
+CHECKPOINTS = SHARED / "fixtures" / "checkpoints"
+PARITY = SHARED / "fixtures" / "parity"
+
+
+@pytest.fixture(scope="session")
+def checkpoints() -> Path:
+    return _require(CHECKPOINTS)
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    return _require(PARITY)
+
+
+@pytest.fixture(scope="session")
+def upstream_dir() -> Path:
+    return _require(SHARED / "data" / "upstream")
+
+
+@pytest.fixture(scope="session")
+def vq1(checkpoints):
+    import nst_hf
+
+    return nst_hf.NstVQTokenizer.from_pretrained(checkpoints / "vq_cnn1_cb8192.pth")
+
+
+@pytest.fixture(scope="session")
+def rvq(checkpoints):
+    import nst_hf
+
+    return nst_hf.NstRVQTokenizer.from_pretrained(checkpoints / "rvq_nq4_cb1024.pth")
+
+
+@pytest.fixture(scope="session")
+def kmeans(upstream_dir):
+    import nst_hf
+
+    return nst_hf.NstKMeansTokenizer.from_pretrained(upstream_dir / "centroids.npy", stride=8)
+
+
+@pytest.fixture(scope="session")
+def demo_reads(upstream_dir):
+    import nst_hf
+
+    with nst_hf.open_reads(upstream_dir / "demo.fast5") as source:
+        return list(source)

@@ -26,6 +26,7 @@ from nst_hf.tokenizers.vocab import SPECIAL_TOKENS, TOKEN_RE, codes_to_ids, code
 logger = logging.getLogger(__name__)
 
 PREPROCESSOR_FILE = "bwav_preprocessor_config.json"
+TRAINING_FILE = "bwav_training.json"
 DEFAULT_MAX_LENGTH = 2**31 - 1
 #: Samples gathered from many reads before one batched encoding pass.
 DEFAULT_BATCH_SAMPLES = 1_000_000
@@ -109,6 +110,33 @@ class NstBaseTokenizer(PreTrainedTokenizer):
         return (f"no {what} found, so there is nothing to tokenize with: the path or repo id is not a saved "
                 f"{cls.__name__} (an empty folder, an unknown repo id offline, or a tokenizer of another kind). "
                 f"Pass a folder written by save_pretrained, a Hub repo id, or an upstream checkpoint file.")
+
+    @staticmethod
+    def _check_saved_sizes(kwargs: dict, codebook_size: int, num_quantizers: int) -> None:
+        """Drop the sizes recorded in tokenizer_config.json after checking them against the weights."""
+        for key, actual in (("codebook_size", codebook_size), ("num_quantizers", num_quantizers)):
+            saved = kwargs.pop(key, None)
+            if saved is not None and int(saved) != int(actual):
+                raise CheckpointError(f"tokenizer_config.json says {key}={saved} but the weights have {actual}; "
+                                      "the folder mixes files of different tokenizers")
+
+    @staticmethod
+    def _load_training_info(training_file: str | None) -> dict | None:
+        if not training_file:
+            return None
+        import json
+
+        with open(training_file, encoding="utf-8") as handle:
+            return json.load(handle)
+
+    def _save_training_info(self, save_directory: str, prefix: str) -> str:
+        import json
+
+        path = os.path.join(save_directory, prefix + TRAINING_FILE)
+        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+            json.dump(self.training_info, handle, indent=2)
+        os.replace(path + ".tmp", path)
+        return path
 
     @staticmethod
     def _load_preprocessing(preprocessor_file, preprocessing, default: PreprocessingConfig) -> PreprocessingConfig:

@@ -12,7 +12,7 @@ import numpy as np
 from nst_hf.errors import CheckpointError
 from nst_hf.preprocessing import PreprocessingConfig
 from nst_hf.quantizers.nearest import decide_exactly, fp32_distance_error_bound
-from nst_hf.tokenizers.base import PREPROCESSOR_FILE, NstBaseTokenizer
+from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +86,12 @@ class NstKMeansTokenizer(NstBaseTokenizer):
     bwav_kind = "kmeans"
     is_rvq = False
     vocab_files_names = {"centroids_file": CENTROIDS_FILE, "kmeans_config_file": KMEANS_CONFIG_FILE,
-                         "preprocessor_file": PREPROCESSOR_FILE}
+                         "preprocessor_file": PREPROCESSOR_FILE, "training_file": TRAINING_FILE}
 
     def __init__(self, centroids_file: str | None = None, kmeans_config_file: str | None = None,
                  preprocessor_file: str | None = None, centroids: np.ndarray | None = None,
                  dimension: int | None = None, stride: int | None = None,
-                 preprocessing: PreprocessingConfig | dict | None = None, training_info: dict | None = None,
+                 preprocessing: PreprocessingConfig | dict | None = None, training_info: dict | None = None, training_file: str | None = None,
                  **kwargs):
         if centroids is None:
             if centroids_file is None or kmeans_config_file is None:
@@ -111,10 +111,11 @@ class NstKMeansTokenizer(NstBaseTokenizer):
                                   f"(got dimension={dimension}, stride={stride})")
         if stride < 1:
             raise CheckpointError(f"stride must be >= 1, got {stride}")
+        self._check_saved_sizes(kwargs, centroids.shape[0], 1)
         self.centroids = centroids
         self.dimension = int(dimension)
         self.stride = int(stride)
-        self.training_info = training_info
+        self.training_info = training_info or self._load_training_info(training_file)
         self._index = None
         preprocessing = self._load_preprocessing(preprocessor_file, preprocessing, PreprocessingConfig(kmeans_chain=True))
         if not preprocessing.kmeans_chain:
@@ -189,8 +190,7 @@ class NstKMeansTokenizer(NstBaseTokenizer):
                        "num_centroids": int(self.centroids.shape[0]), "metric": "squared_l2"}, handle, indent=2)
         os.replace(config + ".tmp", config)
         if self.training_info:
-            with open(os.path.join(save_directory, prefix + "bwav_training.json"), "w", encoding="utf-8") as handle:
-                json.dump(self.training_info, handle, indent=2)
+            self._save_training_info(save_directory, prefix)
         return path, config, self._save_preprocessing(save_directory, prefix)
 
     def card_facts(self) -> dict:

@@ -13,7 +13,7 @@ from nst_hf.chunking import min_margin, num_frames, plan_windows
 from nst_hf.errors import CheckpointError
 from nst_hf.models.conv_vq import NstConvVQConfig, NstConvVQModel
 from nst_hf.preprocessing import PreprocessingConfig
-from nst_hf.tokenizers.base import PREPROCESSOR_FILE, NstBaseTokenizer
+from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -28,13 +28,13 @@ class _NeuralTokenizer(NstBaseTokenizer):
     """Shared VQ/RVQ implementation."""
 
     vocab_files_names = {"weights_file": WEIGHTS_FILE, "model_config_file": MODEL_CONFIG_FILE,
-                         "preprocessor_file": PREPROCESSOR_FILE}
+                         "preprocessor_file": PREPROCESSOR_FILE, "training_file": TRAINING_FILE}
 
     def __init__(self, weights_file: str | None = None, model_config_file: str | None = None,
                  preprocessor_file: str | None = None, model: NstConvVQModel | None = None,
                  preprocessing: PreprocessingConfig | dict | None = None, min_samples: int | None = None,
                  device: str | None = None, window_frames: int = 2000, batch_windows: int = 32,
-                 training_info: dict | None = None, **kwargs):
+                 training_info: dict | None = None, training_file: str | None = None, **kwargs):
         if model is None:
             if weights_file is None or model_config_file is None:
                 kind = kwargs.get("bwav_kind")
@@ -44,7 +44,8 @@ class _NeuralTokenizer(NstBaseTokenizer):
             model = self._load_weights(weights_file, model_config_file)
         self.model = model.eval()
         self._validate_model(model.config)
-        self.training_info = training_info
+        self._check_saved_sizes(kwargs, model.config.codebook_size, model.config.num_quantizers)
+        self.training_info = training_info or self._load_training_info(training_file)
         self.min_samples = VQ_MIN_SAMPLES if min_samples is None and not self.is_rvq else int(min_samples or 0)
         self.window_frames = int(window_frames)
         self.batch_windows = int(batch_windows)
@@ -189,10 +190,7 @@ class _NeuralTokenizer(NstBaseTokenizer):
         config = os.path.join(save_directory, prefix + MODEL_CONFIG_FILE)
         self.model.config.save(config)
         if self.training_info:
-            import json
-
-            with open(os.path.join(save_directory, prefix + "bwav_training.json"), "w", encoding="utf-8") as handle:
-                json.dump(self.training_info, handle, indent=2)
+            self._save_training_info(save_directory, prefix)
         return weights, config, self._save_preprocessing(save_directory, prefix)
 
     def card_facts(self) -> dict:
