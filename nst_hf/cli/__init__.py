@@ -13,7 +13,7 @@ import sys
 
 from nst_hf import __version__
 
-COMMANDS = ("inspect", "bench")
+COMMANDS = ("convert", "inspect", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
