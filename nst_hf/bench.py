@@ -128,10 +128,111 @@ def format_read_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def peak_matmul_gflops(size: int = 2048, seconds: float = 1.0) -> float:
-    """This machine's fp32 matrix-multiply rate (GFLOP/s) on ``size``² products (NumPy BLAS)."""
-    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
-    b = a.T.copy()
-    a @ b
-    elapsed, count, _ = _timed(lambda: (a @ b, 1)[1], seconds)
+def peak_matmul_gflops(size: int = 2048, seconds: float = 1.0, device: str = "cpu") -> float:
+    """This machine's fp32 matrix-multiply rate (GFLOP/s) on ``size``² products with torch (the search's library)."""
+    import torch
+
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    out = torch.empty(size, size, device=device)
+    torch.mm(a, b, out=out)
+
+    def run() -> int:
+        torch.mm(a, b, out=out)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return 1
+
+    elapsed, count, _ = _timed(run, seconds)
     return 2 * size**3 * count / elapsed / 1e9
+
+
+def tokenizer_flops_per_sample(tok, levels: int | None = None) -> dict:
+    """FLOPs per input sample: encoder convolutions and the nearest-code search (2·K·D per frame per level)."""
+    if tok.bwav_kind == "kmeans":
+        return {"encoder": 0.0, "search": 2.0 * tok.codebook_size * tok.dimension / tok.stride}
+    config = tok.model.config
+    encoder, jump = 0.0, 1
+    for cin, cout, kernel, stride in config.layers:
+        jump *= stride
+        encoder += 2.0 * cin * cout * kernel / jump
+    levels = levels or (config.num_quantizers if not tok.is_rvq else 1)
+    return {"encoder": encoder, "search": 2.0 * config.codebook_size * config.dim * levels / config.downsample_rate}
+
+
+def _tokenize_case(spec: str, load_kwargs: dict, paths: list[str], min_seconds: float, device: str,
+                   token_type: str | None, max_samples: int) -> dict:
+    import torch
+
+    import nst_hf
+    from nst_hf.auto import load_tokenizer
+
+    tok = load_tokenizer(spec, **load_kwargs)
+    if device != "cpu" and hasattr(tok, "to"):
+        tok.to(device)
+    signals, rates, total = [], [], 0
+    with nst_hf.open_reads(paths, on_error="skip") as source:
+        for record in source:
+            if record.has_calibration:
+                signals.append(record.signal_pa)
+                rates.append(tok.sampling_rate and record.sampling_rate)
+                total += record.num_samples
+            if total >= max_samples:
+                break
+
+    def in_memory() -> int:
+        tok.encode_signals_to_codes(signals, rates, token_type=token_type)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return total
+
+    def with_reading() -> int:
+        count = 0
+        with nst_hf.open_reads(paths, on_error="skip") as source:
+            for record, codes, _ in tok.iter_tokenized(source, token_type=token_type, on_error="skip"):
+                count += record.num_samples
+        return count
+
+    in_memory()  # warm-up
+    seconds, samples, _ = _timed(in_memory, min_seconds)
+    read_seconds, read_samples, _ = _timed(with_reading, min_seconds)
+    flops = tokenizer_flops_per_sample(tok, tok._levels(token_type))
+    return {"tokenizer": spec, "kind": tok.bwav_kind, "device": device, "samples": total,
+            "samples_per_s": samples / seconds, "samples_per_s_with_reading": read_samples / read_seconds,
+            "flops_per_sample": flops, "rss_peak_mib": _rss_mib()}
+
+
+def bench_tokenize(specs: list[str], paths: list, min_seconds: float = 2.0, devices: list[str] | None = None,
+                   token_type: str | None = None, load_kwargs: dict | None = None,
+                   max_samples: int = 2_000_000) -> dict:
+    """Tokenizer throughput against this machine's fp32 matmul peak, one child process per tokenizer/device."""
+    import torch
+
+    from nst_hf.io import find_signal_files
+
+    files = [str(p) for p in find_signal_files(paths)]
+    devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    peaks = {device: run_isolated(peak_matmul_gflops, 2048, 1.0, device) for device in devices}
+    rows = []
+    for spec in specs:
+        for device in devices:
+            row = run_isolated(_tokenize_case, spec, load_kwargs or {}, files, min_seconds, device, token_type,
+                               max_samples)
+            flops = sum(row["flops_per_sample"].values())
+            row["peak_gflops"] = peaks[device]
+            row["limit_samples_per_s"] = peaks[device] * 1e9 / flops
+            row["fraction_of_limit"] = row["samples_per_s"] / row["limit_samples_per_s"]
+            rows.append(row)
+    return {"peak_gflops": peaks, "rows": rows}
+
+
+def format_tokenize_report(report: dict) -> str:
+    lines = [f"fp32 matmul peak (torch, 2048²): " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in report["peak_gflops"].items()),
+             f"{'tokenizer':<34} {'dev':<5} {'ksamples/s':>10} {'+reading':>9} {'kFLOP/sample':>13} "
+             f"{'limit ks/s':>10} {'of limit':>8} {'RSS MiB':>8}"]
+    for row in report["rows"]:
+        flops = sum(row["flops_per_sample"].values())
+        lines.append(f"{Path(row['tokenizer']).name[:34]:<34} {row['device']:<5} {row['samples_per_s'] / 1e3:>10.1f} "
+                     f"{row['samples_per_s_with_reading'] / 1e3:>9.1f} {flops / 1e3:>13.1f} "
+                     f"{row['limit_samples_per_s'] / 1e3:>10.1f} {row['fraction_of_limit']:>8.2f} {row['rss_peak_mib']:>8.0f}")
+    return "\n".join(lines)

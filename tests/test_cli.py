@@ -68,3 +68,16 @@ def test_bench_read_prints_rows_for_each_input(capsys):
     assert all(row["samples_per_s"] > 0 and row["rss_peak_mib"] > 0 for row in report["read"])
     assert set(report["preprocess"]["steps"]) == {"normalize (med/MAD)", "median filter k=5",
                                                    "low-pass 1 kHz order 6", "K-Means chain"}
+
+
+def test_bench_tokenize_reports_limit_fraction(capsys, checkpoints):
+    args = ["bench", "tokenize", "--json", "--seconds", "0.01", "--max-samples", "20000", "--device", "cpu",
+            "--tokenizer", str(checkpoints / "vq_cnn1_cb8192.pth"), str(SAMPLE)]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    (row,) = report["rows"]
+    assert report["peak_gflops"]["cpu"] > 1 and row["kind"] == "vq" and row["samples"] >= 20000
+    # cnn_type 1: convs 2*(1*16*5 + 16*32*5 + 32*64*25/5) FLOPs, search 2*8192*64/5 per sample
+    assert row["flops_per_sample"] == {"encoder": 25760.0, "search": 2 * 8192 * 64 / 5}
+    assert row["fraction_of_limit"] == pytest.approx(row["samples_per_s"] / (report["peak_gflops"]["cpu"] * 1e9 /
+                                                     sum(row["flops_per_sample"].values())))

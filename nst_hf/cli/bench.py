@@ -17,6 +17,22 @@ def register(subparsers) -> None:
     read.add_argument("--seconds", type=float, default=1.0, help="minimum seconds per measurement (default 1)")
     read.add_argument("--json", action="store_true", help="print JSON")
     read.set_defaults(func=run_read)
+    tok = benches.add_parser("tokenize", help="tokenizer samples/s against this machine's fp32 matmul limit",
+                             description="Samples/s (reading excluded and included), FLOPs per sample, the fp32 "
+                                         "matmul peak measured in the same run, the fraction of the limit and peak "
+                                         "memory; on CUDA too when a GPU is present.")
+    tok.add_argument("inputs", nargs="+", metavar="INPUT", help="signal files or directories")
+    tok.add_argument("--tokenizer", action="append", required=True, metavar="T",
+                     help="folder, repo id, 'default' or upstream file; repeat to compare several")
+    tok.add_argument("--token-type", default=None, help="RVQ levels to emit (L1..Ln)")
+    tok.add_argument("--stride", type=int, default=None, help="K-Means stride for upstream centroids without one")
+    tok.add_argument("--trust-pickle", action="store_true", help="allow pickled upstream centroids")
+    tok.add_argument("--device", action="append", default=None, choices=["cpu", "cuda"],
+                     help="devices to measure (default: cpu, and cuda when available)")
+    tok.add_argument("--seconds", type=float, default=2.0, help="minimum seconds per measurement (default 2)")
+    tok.add_argument("--max-samples", type=int, default=2_000_000, help="samples held in memory (default 2e6)")
+    tok.add_argument("--json", action="store_true", help="print JSON")
+    tok.set_defaults(func=run_tokenize)
 
 
 def run_read(args) -> int:
@@ -24,4 +40,18 @@ def run_read(args) -> int:
 
     report = bench_read(args.inputs, min_seconds=args.seconds)
     print(json.dumps(report, indent=2) if args.json else format_read_report(report))
+    return 0
+
+
+def run_tokenize(args) -> int:
+    from nst_hf.bench import bench_tokenize, format_tokenize_report
+
+    load_kwargs = {}
+    if args.stride is not None:
+        load_kwargs["stride"] = args.stride
+    if args.trust_pickle:
+        load_kwargs["trust_pickle"] = True
+    report = bench_tokenize(args.tokenizer, args.inputs, args.seconds, args.device, args.token_type, load_kwargs,
+                            args.max_samples)
+    print(json.dumps(report, indent=2) if args.json else format_tokenize_report(report))
     return 0

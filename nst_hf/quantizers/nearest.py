@@ -50,6 +50,18 @@ def decide_exactly(vectors: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     return decide_among(vectors, codebook, rows, codes)
 
 
+def resolve_near_ties(vectors: np.ndarray, codebook: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Exact winners for ``vectors[rows]``: fp32 scores find every code within the error bound, float64 decides."""
+    x = torch.from_numpy(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+    cb = torch.from_numpy(np.ascontiguousarray(codebook, dtype=np.float32))
+    scores = torch.addmm((cb * cb).sum(dim=1), x, cb.T, alpha=-2.0)
+    values = scores.amin(dim=1)
+    x_sq = (x * x).sum(dim=1)
+    limit = values + fp32_distance_error_bound(x_sq.sqrt(), values + x_sq, codebook.shape[1])
+    pairs = (scores <= limit[:, None]).nonzero().numpy()
+    return decide_among(vectors, codebook, rows[pairs[:, 0]], pairs[:, 1])
+
+
 def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, block_rows: int = BLOCK_ROWS) -> torch.Tensor:
     """Index of the nearest row of ``codebook`` ``[K, D]`` for each row of ``x`` ``[N, D]`` (int64 ``[N]``)."""
     x = x.to(codebook.dtype)

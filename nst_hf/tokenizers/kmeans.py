@@ -11,7 +11,7 @@ import numpy as np
 
 from nst_hf.errors import CheckpointError
 from nst_hf.preprocessing import PreprocessingConfig
-from nst_hf.quantizers.nearest import decide_exactly, fp32_distance_error_bound
+from nst_hf.quantizers.nearest import fp32_distance_error_bound, resolve_near_ties
 from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, index=None) ->
         bound = fp32_distance_error_bound(x_norm, distances[:, 0].astype(np.float64), centroids.shape[1])
         unsure = np.flatnonzero(distances[:, 1] - distances[:, 0] <= bound)
         if unsure.size:
-            best[unsure] = decide_exactly(vectors[unsure], centroids)
+            best[unsure] = resolve_near_ties(vectors, centroids, unsure)
     return best
 
 
