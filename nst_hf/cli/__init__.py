@@ -13,7 +13,7 @@ import sys
 
 from nst_hf import __version__
 
-COMMANDS = ("convert", "inspect", "bench")
+COMMANDS = ("tokenize", "convert", "inspect", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -80,6 +80,16 @@ def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, index=None) ->
     return best
 
 
+class _LazyIndex:
+    """Holds a faiss index built on first use; pickles (and hashes) as empty, so caching is deterministic."""
+
+    def __init__(self):
+        self.index = None
+
+    def __reduce__(self):
+        return (_LazyIndex, ())
+
+
 class NstKMeansTokenizer(NstBaseTokenizer):
     """K-Means tokenizer over the K-Means preprocessing chain; text ``<|bwav:N|>``, id == centroid index."""
 
@@ -116,16 +126,11 @@ class NstKMeansTokenizer(NstBaseTokenizer):
         self.dimension = int(dimension)
         self.stride = int(stride)
         self.training_info = training_info or self._load_training_info(training_file)
-        self._index = None
+        self._lazy_index = _LazyIndex()
         preprocessing = self._load_preprocessing(preprocessor_file, preprocessing, PreprocessingConfig(kmeans_chain=True))
         if not preprocessing.kmeans_chain:
             raise CheckpointError("a K-Means tokenizer needs the K-Means preprocessing chain (kmeans_chain=True)")
         super().__init__(codebook_size=centroids.shape[0], num_quantizers=1, preprocessing=preprocessing, **kwargs)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_index"] = None  # rebuilt lazily; keeps pickles small and GPU indexes out of them
-        return state
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -153,12 +158,13 @@ class NstKMeansTokenizer(NstBaseTokenizer):
     @property
     def index(self):
         """The faiss ``IndexFlatL2`` over the centroids (built on first use)."""
-        if self._index is None:
+        if self._lazy_index.index is None:
             import faiss
 
-            self._index = faiss.IndexFlatL2(self.dimension)
-            self._index.add(self.centroids)
-        return self._index
+            index = faiss.IndexFlatL2(self.dimension)
+            index.add(self.centroids)
+            self._lazy_index.index = index
+        return self._lazy_index.index
 
     def windows(self, signal: np.ndarray) -> np.ndarray:
         """``[n, dimension]`` full windows every ``stride`` samples (a view; none if shorter than a window)."""

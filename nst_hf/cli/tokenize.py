@@ -1,0 +1,59 @@
+"""``nst-hf tokenize``: signal files or directories → bwav text (JSONL, Parquet or a datasets folder)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tokenize", help="tokenize signal files into bwav text",
+        description="Tokenize every read of FAST5/POD5/SLOW5/BLOW5 files or directories. Output rows are "
+                    "{id, text}; the output is written atomically and a JSON report (reads, skipped reads with "
+                    "reasons, tokens, samples/s) is written next to it as OUTPUT.report.json.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="signal files or directories (recursive)")
+    parser.add_argument("-o", "--output", required=True, help="output file (.jsonl, .jsonl.gz, .parquet) or folder")
+    parser.add_argument("--tokenizer", default="default",
+                        help="saved folder, Hub repo id, upstream .pth/.npy file, or 'default' (the embedded one)")
+    parser.add_argument("--token-type", default=None, help="RVQ: emit levels L1..Lk (default L1)")
+    parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="where the model runs (default cpu)")
+    parser.add_argument("--batch-size", type=int, default=None, help="windows per model forward pass")
+    parser.add_argument("--batch-samples", type=int, default=1_000_000,
+                        help="samples of many reads encoded together (default 1e6)")
+    parser.add_argument("--workers", type=int, default=1, help="processes, each taking whole files (default 1)")
+    parser.add_argument("--format", choices=["jsonl", "parquet", "dataset"], default=None,
+                        help="output format (default: from the output name; jsonl otherwise)")
+    parser.add_argument("--return-ids", action="store_true", help="also write input_ids")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run (reuses finished files)")
+    parser.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                        help="stop at the first bad read (default) or skip and report it")
+    parser.add_argument("--stride", type=int, default=None, help="K-Means stride for upstream centroids without one")
+    parser.add_argument("--trust-pickle", action="store_true", help="allow pickled upstream centroids")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from nst_hf.pipeline import tokenize_inputs
+
+    fmt = args.format or ("parquet" if args.output.endswith(".parquet") else "jsonl")
+    load_kwargs = {k: v for k, v in (("stride", args.stride), ("trust_pickle", args.trust_pickle or None)) if v}
+    summary = tokenize_inputs(args.inputs, args.output, tokenizer=args.tokenizer, token_type=args.token_type,
+                              device=args.device, batch_windows=args.batch_size, batch_samples=args.batch_samples,
+                              workers=args.workers, fmt=fmt, resume=args.resume, on_error=args.on_error,
+                              return_ids=args.return_ids, load_kwargs=load_kwargs,
+                              progress=None if sys.stderr.isatty() else False)
+    report_path = Path(str(args.output) + ".report.json")
+    tmp = report_path.with_name(report_path.name + ".tmp")
+    tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    tmp.replace(report_path)
+    print(f"{summary.reads} reads tokenized into {args.output} ({summary.tokens:,} tokens, "
+          f"{summary.samples:,} samples, {summary.samples_per_second:,.0f} samples/s"
+          + (f", {summary.files_resumed} files resumed" if summary.files_resumed else "") + ")")
+    if summary.skipped:
+        print(f"{len(summary.skipped)} reads skipped (details in {report_path}):")
+        for skipped in summary.skipped[:10]:
+            print(f"  {skipped.read_id or skipped.file}: {skipped.reason}")
+    return 0
