@@ -161,7 +161,7 @@ def tokenizer_flops_per_sample(tok, levels: int | None = None) -> dict:
 
 
 def _tokenize_case(spec: str, load_kwargs: dict, paths: list[str], min_seconds: float, device: str,
-                   token_type: str | None, max_samples: int) -> dict:
+                   token_type: str | None, max_samples: int, resample: bool = False) -> dict:
     import torch
 
     import nst_hf
@@ -175,13 +175,13 @@ def _tokenize_case(spec: str, load_kwargs: dict, paths: list[str], min_seconds: 
         for record in source:
             if record.has_calibration:
                 signals.append(record.signal_pa)
-                rates.append(tok.sampling_rate and record.sampling_rate)
+                rates.append(record.sampling_rate)
                 total += record.num_samples
             if total >= max_samples:
                 break
 
     def in_memory() -> int:
-        tok.encode_signals_to_codes(signals, rates, token_type=token_type)
+        tok.encode_signals_to_codes(signals, rates, token_type=token_type, resample=resample)
         if device != "cpu":
             torch.cuda.synchronize()
         return total
@@ -189,7 +189,8 @@ def _tokenize_case(spec: str, load_kwargs: dict, paths: list[str], min_seconds: 
     def with_reading() -> int:
         count = 0
         with nst_hf.open_reads(paths, on_error="skip") as source:
-            for record, codes, _ in tok.iter_tokenized(source, token_type=token_type, on_error="skip"):
+            for record, codes, _ in tok.iter_tokenized(source, token_type=token_type, on_error="skip",
+                                                       resample=resample):
                 count += record.num_samples
         return count
 
@@ -204,7 +205,7 @@ def _tokenize_case(spec: str, load_kwargs: dict, paths: list[str], min_seconds: 
 
 def bench_tokenize(specs: list[str], paths: list, min_seconds: float = 2.0, devices: list[str] | None = None,
                    token_type: str | None = None, load_kwargs: dict | None = None,
-                   max_samples: int = 2_000_000) -> dict:
+                   max_samples: int = 2_000_000, resample: bool = False) -> dict:
     """Tokenizer throughput against this machine's fp32 matmul peak, one child process per tokenizer/device."""
     import torch
 
@@ -217,7 +218,7 @@ def bench_tokenize(specs: list[str], paths: list, min_seconds: float = 2.0, devi
     for spec in specs:
         for device in devices:
             row = run_isolated(_tokenize_case, spec, load_kwargs or {}, files, min_seconds, device, token_type,
-                               max_samples)
+                               max_samples, resample)
             flops = sum(row["flops_per_sample"].values())
             row["peak_gflops"] = peaks[device]
             row["limit_samples_per_s"] = peaks[device] * 1e9 / flops
@@ -235,4 +236,49 @@ def format_tokenize_report(report: dict) -> str:
         lines.append(f"{Path(row['tokenizer']).name[:34]:<34} {row['device']:<5} {row['samples_per_s'] / 1e3:>10.1f} "
                      f"{row['samples_per_s_with_reading'] / 1e3:>9.1f} {flops / 1e3:>13.1f} "
                      f"{row['limit_samples_per_s'] / 1e3:>10.1f} {row['fraction_of_limit']:>8.2f} {row['rss_peak_mib']:>8.0f}")
+    return "\n".join(lines)
+
+
+def _pipeline_case(spec: str, load_kwargs: dict, paths: list[str], workdir: str, token_type: str | None,
+                   resample: bool = False) -> dict:
+    from nst_hf.auto import load_tokenizer
+    from nst_hf.pipeline import tokenize_inputs
+
+    tok = load_tokenizer(spec, **load_kwargs)
+    rss_base = _rss_mib()
+    summary = tokenize_inputs(paths, Path(workdir) / "bench_output.jsonl", tokenizer=tok, token_type=token_type,
+                              on_error="skip", progress=False, resample=resample)
+    return {"samples": summary.samples, "reads": summary.reads, "seconds": summary.seconds,
+            "samples_per_s": summary.samples_per_second, "rss_peak_mib": _rss_mib(), "rss_base_mib": rss_base}
+
+
+def bench_pipeline(spec: str, paths: list, token_type: str | None = None, load_kwargs: dict | None = None,
+                   min_seconds: float = 2.0, resample: bool = False) -> dict:
+    """End-to-end read → tokens → written samples/s on a small and the full input, against the tokenizer alone."""
+    import tempfile
+
+    from nst_hf.io import find_signal_files
+
+    files = [str(p) for p in find_signal_files(paths)]
+    small = files[:max(1, len(files) // 4)]
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for label, group in ((f"small ({len(small)} files)", small), (f"full ({len(files)} files)", files)):
+            row = run_isolated(_pipeline_case, spec, load_kwargs or {}, group, workdir, token_type, resample)
+            row["input"] = label
+            rows.append(row)
+    alone = run_isolated(_tokenize_case, spec, load_kwargs or {}, files, min_seconds, "cpu", token_type, 2_000_000,
+                         resample)
+    for row in rows:
+        row["ratio_to_tokenizer_alone"] = row["samples_per_s"] / alone["samples_per_s"]
+    return {"tokenizer": spec, "tokenizer_alone_samples_per_s": alone["samples_per_s"], "rows": rows}
+
+
+def format_pipeline_report(report: dict) -> str:
+    lines = [f"tokenizer {report['tokenizer']}: alone (in-memory signals) "
+             f"{report['tokenizer_alone_samples_per_s'] / 1e3:.1f} ksamples/s",
+             f"{'input':<22} {'samples':>12} {'ksamples/s':>11} {'of alone':>9} {'RSS peak MiB':>13}"]
+    for row in report["rows"]:
+        lines.append(f"{row['input']:<22} {row['samples']:>12,} {row['samples_per_s'] / 1e3:>11.1f} "
+                     f"{row['ratio_to_tokenizer_alone']:>9.2f} {row['rss_peak_mib']:>13.0f}")
     return "\n".join(lines)

@@ -133,7 +133,7 @@ def _init_worker(tokenizer_spec, load_kwargs, device, batch_windows, threads):
 
 
 def _tokenize_one_file(path: str, part: str, fmt: str, token_type, on_error: str, with_ids: bool,
-                       batch_samples: int, on_read=None) -> dict:
+                       batch_samples: int, resample: bool = False, on_read=None) -> dict:
     from nst_hf.io import open_reads
     from nst_hf.tokenizers.vocab import codes_to_ids, codes_to_text
 
@@ -142,7 +142,7 @@ def _tokenize_one_file(path: str, part: str, fmt: str, token_type, on_error: str
     writer_fmt = "jsonl" if fmt == "jsonl" else "parquet"
     with open_reads(path, on_error=on_error) as source, _PartWriter(Path(part), writer_fmt, with_ids) as out:
         for record, codes, error in tok.iter_tokenized(source, token_type=token_type, on_error=on_error,
-                                                       batch_samples=batch_samples):
+                                                       resample=resample, batch_samples=batch_samples):
             if codes is None:
                 result["skipped"].append(SkippedRead(record.source_file, record.read_id, error or "").to_dict())
             else:
@@ -203,10 +203,12 @@ def _assemble(parts: list[Path], output: Path, fmt: str) -> None:
 def tokenize_inputs(inputs, output, tokenizer="default", token_type: str | None = None, device: str | None = None,
                     batch_windows: int | None = None, batch_samples: int = 1_000_000, workers: int = 1,
                     fmt: str = "jsonl", resume: bool = False, on_error: str = "raise", return_ids: bool = False,
-                    load_kwargs: dict | None = None, progress: bool | None = None) -> PipelineSummary:
+                    load_kwargs: dict | None = None, progress: bool | None = None,
+                    resample: bool = False) -> PipelineSummary:
     """Tokenize every read of ``inputs`` (files/directories, any supported format) into ``output``.
 
     ``tokenizer`` is a loaded tokenizer or anything :func:`nst_hf.auto.load_tokenizer` accepts.
+    ``resample=True`` resamples reads whose rate differs from the tokenizer's (otherwise they are errors).
     ``workers > 1`` tokenizes files in that many processes (each loads the tokenizer once and gets an
     equal share of the CPU threads). Output rows follow the input file order.
     """
@@ -229,7 +231,7 @@ def tokenize_inputs(inputs, output, tokenizer="default", token_type: str | None 
     parts_dir.mkdir(parents=True, exist_ok=True)
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"parts": {}}
     settings = {"tokenizer": tokenizer if isinstance(tokenizer, str) else getattr(tokenizer, "name_or_path", "object"),
-                "token_type": token_type, "format": fmt, "return_ids": return_ids}
+                "token_type": token_type, "format": fmt, "return_ids": return_ids, "resample": resample}
     if manifest.get("settings", settings) != settings:
         raise ValueError(f"--resume with different settings ({manifest['settings']} before, {settings} now); "
                          f"delete {parts_dir} to start over")
@@ -255,7 +257,7 @@ def tokenize_inputs(inputs, output, tokenizer="default", token_type: str | None 
         _add_result(summary, result)
 
     disable = None if progress is None else not progress  # None: shown on a terminal, quiet in pipes
-    args = (token_type, on_error, return_ids, batch_samples)
+    args = (token_type, on_error, return_ids, batch_samples, resample)
     if workers <= 1:
         _init_worker(tokenizer, load_kwargs or {}, device, batch_windows, None)
         bar = tqdm(unit=" reads", desc="tokenizing", disable=disable)

@@ -26,13 +26,14 @@ class TokenizeReads:
     """
 
     def __init__(self, tokenizer="default", token_type: str | None = None, device: str | None = None,
-                 on_error: str = "raise", return_ids: bool = False, load_kwargs: dict | None = None):
+                 on_error: str = "raise", return_ids: bool = False, load_kwargs: dict | None = None,
+                 resample: bool = False):
         from nst_hf.auto import load_tokenizer
 
         self.tokenizer = tokenizer if not isinstance(tokenizer, str) else load_tokenizer(tokenizer, **(load_kwargs or {}))
         if device and hasattr(self.tokenizer, "to"):
             self.tokenizer.to(device)
-        self.kwargs = {"token_type": token_type, "on_error": on_error, "return_ids": return_ids}
+        self.kwargs = {"token_type": token_type, "on_error": on_error, "return_ids": return_ids, "resample": resample}
 
     def __call__(self, batch: dict) -> dict:
         return tokenize_batch(batch, self.tokenizer, **self.kwargs)
@@ -63,7 +64,8 @@ def read_signal_files(ray_data, paths: Iterable, on_error: str = "raise"):
 
 def tokenize_dataset(dataset, tokenizer="default", token_type: str | None = None, num_actors: int = 2,
                      num_cpus_per_actor: float = 1, num_gpus_per_actor: float = 0, batch_size: int = 16,
-                     on_error: str = "raise", return_ids: bool = False, load_kwargs: dict | None = None):
+                     on_error: str = "raise", return_ids: bool = False, load_kwargs: dict | None = None,
+                     resample: bool = False):
     """``dataset.map_batches`` with an actor pool of :class:`TokenizeReads` (CPU or GPU actors)."""
     import ray
 
@@ -71,7 +73,7 @@ def tokenize_dataset(dataset, tokenizer="default", token_type: str | None = None
     return dataset.map_batches(
         TokenizeReads, fn_constructor_kwargs={"tokenizer": tokenizer, "token_type": token_type, "device": device,
                                               "on_error": on_error, "return_ids": return_ids,
-                                              "load_kwargs": load_kwargs},
+                                              "load_kwargs": load_kwargs, "resample": resample},
         batch_format="numpy", batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor,
     )

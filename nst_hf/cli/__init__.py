@@ -13,7 +13,7 @@ import sys
 
 from nst_hf import __version__
 
-COMMANDS = ("tokenize", "convert", "inspect", "bench")
+COMMANDS = ("tokenize", "train", "evaluate", "convert", "inspect", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status. Errors print one line unless ``NST_HF_DEBUG=1``."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     init_logging(args.verbose, args.quiet)
     try:
         return int(args.func(args) or 0)

@@ -31,8 +31,20 @@ def register(subparsers) -> None:
                      help="devices to measure (default: cpu, and cuda when available)")
     tok.add_argument("--seconds", type=float, default=2.0, help="minimum seconds per measurement (default 2)")
     tok.add_argument("--max-samples", type=int, default=2_000_000, help="samples held in memory (default 2e6)")
+    tok.add_argument("--resample", action="store_true", help="resample reads to the tokenizer's rate")
     tok.add_argument("--json", action="store_true", help="print JSON")
     tok.set_defaults(func=run_tokenize)
+    pipe = benches.add_parser("pipeline", help="end-to-end read → tokens → written, against the tokenizer alone",
+                              description="End-to-end samples/s and peak memory on a small slice and on the whole "
+                                          "input, and the ratio to the tokenizer alone on in-memory signals.")
+    pipe.add_argument("inputs", nargs="+", metavar="INPUT")
+    pipe.add_argument("--tokenizer", default="default")
+    pipe.add_argument("--token-type", default=None)
+    pipe.add_argument("--stride", type=int, default=None)
+    pipe.add_argument("--seconds", type=float, default=2.0)
+    pipe.add_argument("--resample", action="store_true", help="resample reads to the tokenizer's rate")
+    pipe.add_argument("--json", action="store_true")
+    pipe.set_defaults(func=run_pipeline)
 
 
 def run_read(args) -> int:
@@ -52,6 +64,15 @@ def run_tokenize(args) -> int:
     if args.trust_pickle:
         load_kwargs["trust_pickle"] = True
     report = bench_tokenize(args.tokenizer, args.inputs, args.seconds, args.device, args.token_type, load_kwargs,
-                            args.max_samples)
+                            args.max_samples, args.resample)
     print(json.dumps(report, indent=2) if args.json else format_tokenize_report(report))
+    return 0
+
+
+def run_pipeline(args) -> int:
+    from nst_hf.bench import bench_pipeline, format_pipeline_report
+
+    report = bench_pipeline(args.tokenizer, args.inputs, args.token_type,
+                            {"stride": args.stride} if args.stride else {}, args.seconds, args.resample)
+    print(json.dumps(report, indent=2) if args.json else format_pipeline_report(report))
     return 0

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
                         help="output format (default: from the output name; jsonl otherwise)")
     parser.add_argument("--return-ids", action="store_true", help="also write input_ids")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run (reuses finished files)")
+    parser.add_argument("--resample", action="store_true",
+                        help="resample reads whose sampling rate differs from the tokenizer's (otherwise an error)")
     parser.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                         help="stop at the first bad read (default) or skip and report it")
     parser.add_argument("--stride", type=int, default=None, help="K-Means stride for upstream centroids without one")
@@ -44,7 +46,7 @@ def run(args) -> int:
                               device=args.device, batch_windows=args.batch_size, batch_samples=args.batch_samples,
                               workers=args.workers, fmt=fmt, resume=args.resume, on_error=args.on_error,
                               return_ids=args.return_ids, load_kwargs=load_kwargs,
-                              progress=None if sys.stderr.isatty() else False)
+                              progress=None if sys.stderr.isatty() else False, resample=args.resample)
     report_path = Path(str(args.output) + ".report.json")
     tmp = report_path.with_name(report_path.name + ".tmp")
     tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")

@@ -189,6 +189,7 @@ class NstKMeansTokenizer(NstBaseTokenizer):
         prefix = f"{filename_prefix}-" if filename_prefix else ""
         path = os.path.join(save_directory, prefix + CENTROIDS_FILE)
         save_file({"centroids": self.centroids}, path + ".tmp", metadata={"nst_hf": "kmeans"})
+        os.chmod(path + ".tmp", 0o644)
         os.replace(path + ".tmp", path)
         config = os.path.join(save_directory, prefix + KMEANS_CONFIG_FILE)
         with open(config + ".tmp", "w", encoding="utf-8") as handle:

@@ -186,6 +186,7 @@ class _NeuralTokenizer(NstBaseTokenizer):
         weights = os.path.join(save_directory, prefix + WEIGHTS_FILE)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, weights + ".tmp", metadata={"format": "pt", "nst_hf": "conv_vq"})
+        os.chmod(weights + ".tmp", 0o644)
         os.replace(weights + ".tmp", weights)
         config = os.path.join(save_directory, prefix + MODEL_CONFIG_FILE)
         self.model.config.save(config)

@@ -1,0 +1,47 @@
+"""``nst-hf evaluate``: codebook usage, entropy, perplexity, top-10 share, reconstruction error and SNR."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("evaluate", help="token quality figures for a tokenizer on signal files",
+                                   description="Codebook usage, token entropy/perplexity and top-10 code share per "
+                                               "level; for VQ/RVQ the reconstruction MSE and SNR of decode_to_signal "
+                                               "against the preprocessed signal.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT")
+    parser.add_argument("--tokenizer", default="default", help="folder, repo id, upstream file or 'default'")
+    parser.add_argument("--token-type", default=None, help="RVQ levels to evaluate (L1..Ln)")
+    parser.add_argument("--max-reads", type=int, default=None)
+    parser.add_argument("--resample", action="store_true", help="resample reads to the tokenizer's rate")
+    parser.add_argument("--stride", type=int, default=None, help="K-Means stride for upstream centroids without one")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="draw the first read (signal, reconstruction, tokens)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import nst_hf
+    from nst_hf.auto import load_tokenizer
+    from nst_hf.evaluate import evaluate_tokenizer, plot_read
+
+    tok = load_tokenizer(args.tokenizer, **({"stride": args.stride} if args.stride else {}))
+    report = evaluate_tokenizer(tok, args.inputs, args.token_type, args.max_reads, args.resample)
+    if args.plot:
+        with nst_hf.open_reads(args.inputs) as source:
+            plot_read(tok, next(iter(source)), args.plot, token_type=args.token_type)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{report['kind']} tokenizer on {report['reads']} reads")
+    for level, stats in report["levels"].items():
+        print(f"  {level}: {stats['tokens']:,} tokens, {stats['codes_used']}/{stats['codebook_size']} codes used "
+              f"({stats['usage']:.1%}), entropy {stats['entropy_bits']:.2f} bits, perplexity {stats['perplexity']:.1f}, "
+              f"top-10 share {stats['top10_share']:.1%}")
+    if "reconstruction" in report:
+        rec = report["reconstruction"]
+        print(f"  reconstruction: MSE {rec['mse']:.4f}, SNR {rec['snr_db']:.2f} dB over {rec['samples']:,} samples")
+    if args.plot:
+        print(f"  plot: {args.plot}")
+    return 0
