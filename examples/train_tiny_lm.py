@@ -48,7 +48,7 @@ def main(steps: int = 20, signal_tokenizer="default", inputs=(SAMPLE,), max_leng
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         print(f"step {step}: loss {losses[-1]:.3f}")
     print(f"{added} bwav tokens added; LM vocabulary {len(lm_tok)}; {len(texts)} reads")
     return losses

@@ -15,10 +15,11 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from nst_hf.io import SkippedRead, find_signal_files
+from nst_hf.tokenizers.base import TokenizeSummary
 
 logger = logging.getLogger(__name__)
 
@@ -26,27 +27,16 @@ FORMATS = ("jsonl", "parquet", "dataset")
 
 
 @dataclass
-class PipelineSummary:
+class PipelineSummary(TokenizeSummary):
     """What a :func:`tokenize_inputs` run did (the CLI prints it and writes it as the JSON report)."""
 
     files: int = 0
     files_resumed: int = 0
-    reads: int = 0
-    tokens: int = 0
-    samples: int = 0
-    seconds: float = 0.0
-    skipped: list[SkippedRead] = field(default_factory=list)
     output: str = ""
 
-    @property
-    def samples_per_second(self) -> float:
-        return self.samples / self.seconds if self.seconds else 0.0
-
     def to_dict(self) -> dict:
-        return {"output": self.output, "files": self.files, "files_resumed": self.files_resumed, "reads": self.reads,
-                "tokens": self.tokens, "samples": self.samples, "seconds": round(self.seconds, 3),
-                "samples_per_second": round(self.samples_per_second, 1),
-                "skipped": [s.to_dict() for s in self.skipped]}
+        return {"output": self.output, "files": self.files, "files_resumed": self.files_resumed,
+                **TokenizeSummary.to_dict(self)}
 
 
 def _part_name(path: str) -> str:

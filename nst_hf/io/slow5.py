@@ -73,11 +73,7 @@ def check_header(path: str | Path) -> tuple[int, int, int]:
 
 
 def _enum_labels(handle) -> list[str] | None:
-    try:
-        types = dict(zip(handle.get_aux_names(), handle.get_aux_types()))
-    except Exception:
-        return None
-    if "end_reason" not in types:
+    if "end_reason" not in (handle.get_aux_names() or []):
         return None
     return [as_str(label) for label in handle.get_aux_enum_labels("end_reason")]
 

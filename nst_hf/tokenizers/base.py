@@ -105,6 +105,15 @@ class NstBaseTokenizer(PreTrainedTokenizer):
         return (f"this folder holds a {found!r} tokenizer, not a {cls.bwav_kind!r} one; load it with "
                 f"nst_hf.{names.get(found, 'AutoTokenizer')}.from_pretrained(...) or transformers.AutoTokenizer")
 
+    def _require_files(self, kwargs: dict, *paths) -> None:
+        """Raise a clear error when ``from_pretrained`` found none of this kind's files (HF_NOTES pitfall P1)."""
+        if all(paths):
+            return
+        kind = kwargs.get("bwav_kind")
+        if kind is not None and kind != self.bwav_kind:
+            raise CheckpointError(self._wrong_kind_message(kind))
+        raise CheckpointError(self._missing_files_message(" / ".join(self.vocab_files_names.values())))
+
     @classmethod
     def _missing_files_message(cls, what: str) -> str:
         return (f"no {what} found, so there is nothing to tokenize with: the path or repo id is not a saved "

@@ -101,14 +101,10 @@ class NstKMeansTokenizer(NstBaseTokenizer):
     def __init__(self, centroids_file: str | None = None, kmeans_config_file: str | None = None,
                  preprocessor_file: str | None = None, centroids: np.ndarray | None = None,
                  dimension: int | None = None, stride: int | None = None,
-                 preprocessing: PreprocessingConfig | dict | None = None, training_info: dict | None = None, training_file: str | None = None,
-                 **kwargs):
+                 preprocessing: PreprocessingConfig | dict | None = None, training_info: dict | None = None,
+                 training_file: str | None = None, **kwargs):
         if centroids is None:
-            if centroids_file is None or kmeans_config_file is None:
-                kind = kwargs.get("bwav_kind")
-                if kind is not None and kind != self.bwav_kind:
-                    raise CheckpointError(self._wrong_kind_message(kind))
-                raise CheckpointError(self._missing_files_message(f"{CENTROIDS_FILE} / {KMEANS_CONFIG_FILE}"))
+            self._require_files(kwargs, centroids_file, kmeans_config_file)
             from safetensors.numpy import load_file
 
             with open(kmeans_config_file, encoding="utf-8") as handle:

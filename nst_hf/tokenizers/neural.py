@@ -36,11 +36,7 @@ class _NeuralTokenizer(NstBaseTokenizer):
                  device: str | None = None, window_frames: int = 2000, batch_windows: int = 32,
                  training_info: dict | None = None, training_file: str | None = None, **kwargs):
         if model is None:
-            if weights_file is None or model_config_file is None:
-                kind = kwargs.get("bwav_kind")
-                if kind is not None and kind != self.bwav_kind:
-                    raise CheckpointError(self._wrong_kind_message(kind))
-                raise CheckpointError(self._missing_files_message(f"{WEIGHTS_FILE} / {MODEL_CONFIG_FILE}"))
+            self._require_files(kwargs, weights_file, model_config_file)
             model = self._load_weights(weights_file, model_config_file)
         self.model = model.eval()
         self._validate_model(model.config)
