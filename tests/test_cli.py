@@ -81,3 +81,13 @@ def test_bench_tokenize_reports_limit_fraction(capsys, checkpoints):
     assert row["flops_per_sample"] == {"encoder": 25760.0, "search": 2 * 8192 * 64 / 5}
     assert row["fraction_of_limit"] == pytest.approx(row["samples_per_s"] / (report["peak_gflops"]["cpu"] * 1e9 /
                                                      sum(row["flops_per_sample"].values())))
+
+
+def test_inspect_tokenizer(capsys, checkpoints):
+    assert main(["inspect", "default"]) == 0
+    out = capsys.readouterr().out
+    assert "NstVQTokenizer (vq)" in out and "1024 codes x 1 level(s)" in out and "1000 tokens/s per level" in out
+    assert main(["inspect", "--json", str(checkpoints / "rvq_nq4_cb1024.pth")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["class"] == "NstRVQTokenizer" and info["num_quantizers"] == 4 and info["samples_per_token"] == 12
+    assert info["vocab_size_with_special_tokens"] == 4100 and info["preprocessing"]["normalization"] == "med_mad"

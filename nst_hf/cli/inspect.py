@@ -6,9 +6,12 @@ import json
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("inspect", help="show reads, sampling rates and lengths of signal files",
-                                   description="Show the reads of FAST5/POD5/SLOW5/BLOW5 files or directories.")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="signal files or directories")
+    parser = subparsers.add_parser("inspect", help="show what is in signal files, or describe a tokenizer",
+                                   description="Show the reads of FAST5/POD5/SLOW5/BLOW5 files or directories, or a "
+                                               "tokenizer's kind, codebook, frame rate and preprocessing (a saved "
+                                               "folder, a Hub repo id, 'default', or an upstream .pth/.npy/.npz file).")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="signal files/directories, or one tokenizer")
+    parser.add_argument("--stride", type=int, default=None, help="K-Means stride for upstream centroids without one")
     parser.add_argument("--reads", action="store_true", help="list every read, not only the per-file summary")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=run)
@@ -38,7 +41,45 @@ def summarize_files(inputs) -> list[dict]:
     return summaries
 
 
+def _is_tokenizer(value: str) -> bool:
+    from pathlib import Path
+
+    from nst_hf.io import SUFFIXES
+    from nst_hf.pretrained import BUILTIN
+
+    path = Path(value)
+    if value in BUILTIN or (path.is_dir() and (path / "tokenizer_config.json").exists()):
+        return True
+    if path.is_file():
+        return path.suffix in (".pth", ".pt", ".ckpt", ".bin", ".npy", ".npz")
+    return not path.exists() and path.suffix.lower() not in SUFFIXES and value.count("/") == 1  # a Hub repo id
+
+
+def describe_tokenizer(spec: str, **load_kwargs) -> dict:
+    """Kind, class, codebook, vocabulary, frame rate and preprocessing of a tokenizer."""
+    from nst_hf.auto import load_tokenizer
+
+    tok = load_tokenizer(spec, **load_kwargs)
+    facts = tok.card_facts()
+    return {"tokenizer": spec, "class": type(tok).__name__, "vocab_size_with_special_tokens": len(tok),
+            "special_tokens": tok.all_special_tokens, **facts}
+
+
 def run(args) -> int:
+    if len(args.inputs) == 1 and _is_tokenizer(args.inputs[0]):
+        info = describe_tokenizer(args.inputs[0], **({"stride": args.stride} if args.stride else {}))
+        if args.json:
+            print(json.dumps(info, indent=2))
+            return 0
+        rate = f"{info['sampling_rate']:g} Hz" if info["sampling_rate"] else "not recorded"
+        frames = f"{info['frame_rate']:g} tokens/s per level" if info["frame_rate"] else "n/a"
+        print(f"{info['tokenizer']}: {info['class']} ({info['kind']})\n"
+              f"  architecture: {info.get('architecture', 'n/a')}\n"
+              f"  codebook: {info['codebook_size']} codes x {info['num_quantizers']} level(s); vocabulary "
+              f"{info['vocab_size_with_special_tokens']} with {', '.join(info['special_tokens'])}\n"
+              f"  {info['samples_per_token']} samples per token; sampling rate {rate}; frame rate {frames}\n"
+              f"  preprocessing: " + ", ".join(f"{k}={v}" for k, v in info["preprocessing"].items()))
+        return 0
     summaries = summarize_files(args.inputs)
     if args.json:
         for summary in summaries:
