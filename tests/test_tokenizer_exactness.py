@@ -46,6 +46,7 @@ def test_neural_tokens_independent_of_windows_and_batches(neural, real_signals):
     levels = neural.num_quantizers
     token_type = f"L{levels}" if neural.is_rvq else None
     reference = [_one_pass_codes(neural, s, levels) for s in real_signals]
+    defaults = neural.window_frames, neural.batch_windows
     for window_frames, batch_windows in [(37, 1), (2000, 64)]:
         neural.window_frames, neural.batch_windows = window_frames, batch_windows
         together = neural.encode_signals_to_codes(real_signals, token_type=token_type)
@@ -53,7 +54,7 @@ def test_neural_tokens_independent_of_windows_and_batches(neural, real_signals):
         for ref, a, b in zip(reference, together, alone):
             np.testing.assert_array_equal(a, ref)
             np.testing.assert_array_equal(b, ref)
-    neural.window_frames, neural.batch_windows = 2000, 32
+    neural.window_frames, neural.batch_windows = defaults
     assert reference[0].shape[0] == -(-30000 // neural.samples_per_token)
     assert all(not (c == 0).all() for c in reference[:3])
 

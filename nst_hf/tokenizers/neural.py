@@ -33,7 +33,7 @@ class _NeuralTokenizer(NstBaseTokenizer):
     def __init__(self, weights_file: str | None = None, model_config_file: str | None = None,
                  preprocessor_file: str | None = None, model: NstConvVQModel | None = None,
                  preprocessing: PreprocessingConfig | dict | None = None, min_samples: int | None = None,
-                 device: str | None = None, window_frames: int = 2000, batch_windows: int = 32,
+                 device: str | None = None, window_frames: int = 500, batch_windows: int = 8,
                  training_info: dict | None = None, training_file: str | None = None, **kwargs):
         if model is None:
             self._require_files(kwargs, weights_file, model_config_file)
