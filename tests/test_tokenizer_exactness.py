@@ -84,3 +84,13 @@ def test_nearest_codes_exact_with_planted_ties():
     assert (got[:20] == 3).all()
     for block_rows in (1, 7, 4096):
         np.testing.assert_array_equal(nearest_codes(x, codebook, block_rows=block_rows).numpy(), got.numpy())
+
+
+def test_kmeans_faiss_search_equals_the_exact_torch_search(kmeans, real_signals):
+    """faiss k=2 + near-tie check and the torch matmul search are independent paths to the same exact answer."""
+    from nst_hf.quantizers.nearest import nearest_codes
+
+    windows = np.ascontiguousarray(np.concatenate([kmeans.windows(kmeans.preprocess_signal(s)) for s in real_signals]))
+    ours = np.concatenate(kmeans._encode_preprocessed([kmeans.preprocess_signal(s) for s in real_signals], 1))[:, 0]
+    exact = nearest_codes(torch.from_numpy(windows), torch.from_numpy(kmeans.centroids)).numpy()
+    np.testing.assert_array_equal(ours, exact)
