@@ -24,6 +24,7 @@ def load_tokenizer(name_or_path: str = "default", **kwargs):
         from nst_hf.models.upstream import load_upstream_model
 
         kwargs = {k: v for k, v in kwargs.items() if k not in ("stride", "dimension", "trust_pickle")}
-        cls = nst_hf.NstRVQTokenizer if load_upstream_model(path).config.architecture == "rvq" else nst_hf.NstVQTokenizer
-        return cls.from_upstream(path, **kwargs)
+        model = load_upstream_model(path)
+        cls = nst_hf.NstRVQTokenizer if model.config.architecture == "rvq" else nst_hf.NstVQTokenizer
+        return cls.from_upstream(path, model=model, **kwargs)
     return AutoTokenizer.from_pretrained(resolve_builtin(str(name_or_path)), **kwargs)

@@ -14,8 +14,6 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 
 def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -228,7 +226,7 @@ def bench_tokenize(specs: list[str], paths: list, min_seconds: float = 2.0, devi
 
 
 def format_tokenize_report(report: dict) -> str:
-    lines = [f"fp32 matmul peak (torch, 2048²): " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in report["peak_gflops"].items()),
+    lines = ["fp32 matmul peak (torch, 2048²): " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in report["peak_gflops"].items()),
              f"{'tokenizer':<34} {'dev':<5} {'ksamples/s':>10} {'+reading':>9} {'kFLOP/sample':>13} "
              f"{'limit ks/s':>10} {'of limit':>8} {'RSS MiB':>8}"]
     for row in report["rows"]:

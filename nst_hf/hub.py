@@ -10,6 +10,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
 from nst_hf import __version__
+from nst_hf.output import atomic_write_text
 
 SHIM_FILE = "tokenization_nst_hf.py"
 HUB_CONFIGS = Path(__file__).resolve().parent / "hub_templates"
@@ -52,13 +53,6 @@ def register_auto_classes() -> None:
         AutoTokenizer.register(NstBwavConfig, slow_tokenizer_class=cls, exist_ok=True)
 
 
-def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def write_tokenizers_json(tokenizer, save_directory) -> str:
     """A ``tokenizers`` WordLevel ``tokenizer.json`` with identical ids, for users without nst_hf."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -84,7 +78,7 @@ def write_tokenizers_json(tokenizer, save_directory) -> str:
 def write_remote_code_shim(save_directory) -> str:
     """The flat module named in ``auto_map`` (subclasses of the installed nst_hf classes)."""
     path = os.path.join(save_directory, SHIM_FILE)
-    _atomic_write_text(path, _SHIM)
+    atomic_write_text(path, _SHIM)
     return path
 
 
@@ -122,7 +116,7 @@ def render_model_card(tokenizer) -> str:
 
 def write_model_card(tokenizer, save_directory) -> str:
     path = os.path.join(save_directory, "README.md")
-    _atomic_write_text(path, render_model_card(tokenizer))
+    atomic_write_text(path, render_model_card(tokenizer))
     return path
 
 

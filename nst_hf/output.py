@@ -8,6 +8,19 @@ import os
 from pathlib import Path
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed into place."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | os.PathLike, data, indent: int | None = 2) -> None:
+    """Write ``data`` as JSON (plus a newline) atomically."""
+    atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
 class AtomicJsonlWriter:
     """Write ``{"id", "text"}``-style records to ``path`` through a temporary file renamed on success.
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nst_hf.io import SkippedRead, find_signal_files
+from nst_hf.output import atomic_write_json
 from nst_hf.tokenizers.base import TokenizeSummary
 
 logger = logging.getLogger(__name__)
@@ -125,28 +126,13 @@ def _init_worker(tokenizer_spec, load_kwargs, device, batch_windows, threads):
 def _tokenize_one_file(path: str, part: str, fmt: str, token_type, on_error: str, with_ids: bool,
                        batch_samples: int, resample: bool = False, on_read=None) -> dict:
     from nst_hf.io import open_reads
-    from nst_hf.tokenizers.vocab import codes_to_ids, codes_to_text
 
-    tok = _TOKENIZER
-    result = {"reads": 0, "tokens": 0, "samples": 0, "skipped": []}
     writer_fmt = "jsonl" if fmt == "jsonl" else "parquet"
     with open_reads(path, on_error=on_error) as source, _PartWriter(Path(part), writer_fmt, with_ids) as out:
-        for record, codes, error in tok.iter_tokenized(source, token_type=token_type, on_error=on_error,
-                                                       resample=resample, batch_samples=batch_samples):
-            if codes is None:
-                result["skipped"].append(SkippedRead(record.source_file, record.read_id, error or "").to_dict())
-            else:
-                row = {"id": record.read_id, "text": codes_to_text(codes, tok.is_rvq)}
-                if with_ids:
-                    row["input_ids"] = codes_to_ids(codes, tok.codebook_size, tok.is_rvq).tolist()
-                out.write(row)
-                result["reads"] += 1
-                result["tokens"] += int(codes.size)
-                result["samples"] += record.num_samples
-            if on_read is not None:
-                on_read(record.num_samples)
-    result["skipped"] = [s.to_dict() for s in source.skipped] + result["skipped"]
-    return result
+        summary = _TOKENIZER.write_tokens(source, out, token_type, on_error, resample, batch_samples,
+                                          return_ids=with_ids, on_read=on_read)
+    return {"reads": summary.reads, "tokens": summary.tokens, "samples": summary.samples,
+            "skipped": [s.to_dict() for s in summary.skipped]}
 
 
 # ---------------------------------------------------------------------- assembling the output
@@ -241,9 +227,7 @@ def tokenize_inputs(inputs, output, tokenizer="default", token_type: str | None 
 
     def record(file: str, result: dict) -> None:
         manifest["parts"][_part_name(file)] = {"input": _input_stamp(file), "result": result}
-        tmp = manifest_path.with_name("manifest.json.tmp")
-        tmp.write_text(json.dumps(manifest))
-        os.replace(tmp, manifest_path)
+        atomic_write_json(manifest_path, manifest, indent=None)
         _add_result(summary, result)
 
     disable = None if progress is None else not progress  # None: shown on a terminal, quiet in pipes

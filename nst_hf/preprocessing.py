@@ -104,6 +104,14 @@ def running_median(x, window: int) -> FloatArray:
     return ndimage.median_filter(x, size=window, mode="reflect")
 
 
+def resample_signal(x, source_rate: float, target_rate: float) -> FloatArray:
+    """Polyphase resampling (``scipy.signal.resample_poly``) from ``source_rate`` to ``target_rate`` Hz."""
+    from fractions import Fraction
+
+    ratio = Fraction(target_rate / source_rate).limit_denominator(1000)
+    return sps.resample_poly(_as_signal(x), ratio.numerator, ratio.denominator).astype(np.float32)
+
+
 def _robust_sd(residual: np.ndarray) -> float:
     return max(MAD_TO_SD * np.median(np.abs(residual)), 1.0)
 
@@ -208,10 +216,9 @@ class PreprocessingConfig:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the config as JSON (atomically)."""
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(self.to_json_string() + "\n")
-        os.replace(tmp, path)
+        from nst_hf.output import atomic_write_text
+
+        atomic_write_text(path, self.to_json_string() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PreprocessingConfig:

@@ -28,15 +28,15 @@ def convert(source, output, kind: str = "auto", sampling_rate=None, stride=None,
     from pathlib import Path
 
     import nst_hf
-    from nst_hf.models.upstream import load_upstream_model
+    from nst_hf.auto import load_tokenizer
 
     source = Path(source)
     if kind == "auto":
-        if source.suffix in (".npy", ".npz"):
-            kind = "kmeans"
-        else:
-            kind = "rvq" if load_upstream_model(source).config.architecture == "rvq" else "vq"
-    if kind == "kmeans":
+        if not source.is_file():
+            raise FileNotFoundError(f"{source}: no such checkpoint or centroids file")
+        tok = load_tokenizer(source, sampling_rate=sampling_rate, stride=stride, dimension=dimension,
+                             trust_pickle=trust_pickle)
+    elif kind == "kmeans":
         tok = nst_hf.NstKMeansTokenizer.from_upstream(source, dimension=dimension, stride=stride,
                                                       trust_pickle=trust_pickle, sampling_rate=sampling_rate)
     else:

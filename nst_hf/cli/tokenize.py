@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 
@@ -38,6 +37,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from nst_hf.output import atomic_write_json
     from nst_hf.pipeline import tokenize_inputs
 
     fmt = args.format or ("parquet" if args.output.endswith(".parquet") else "jsonl")
@@ -48,9 +48,7 @@ def run(args) -> int:
                               return_ids=args.return_ids, load_kwargs=load_kwargs,
                               progress=None if sys.stderr.isatty() else False, resample=args.resample)
     report_path = Path(str(args.output) + ".report.json")
-    tmp = report_path.with_name(report_path.name + ".tmp")
-    tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
-    tmp.replace(report_path)
+    atomic_write_json(report_path, summary.to_dict())
     print(f"{summary.reads} reads tokenized into {args.output} ({summary.tokens:,} tokens, "
           f"{summary.samples:,} samples, {summary.samples_per_second:,.0f} samples/s"
           + (f", {summary.files_resumed} files resumed" if summary.files_resumed else "") + ")")

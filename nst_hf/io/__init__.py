@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nst_hf.errors import CorruptFileError, InvalidReadError, NstHfError, UnsupportedFormatError
+from nst_hf.errors import InvalidReadError, NstHfError, UnsupportedFormatError
 from nst_hf.io.records import SignalRecord, calibrate
 
 logger = logging.getLogger(__name__)

@@ -89,11 +89,9 @@ class NstConvVQConfig:
         return cls(**{k: data[k] for k in ("architecture", "codebook_size", "num_quantizers") if k in data})
 
     def save(self, path: str | os.PathLike) -> None:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(self.to_dict(), handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
+        from nst_hf.output import atomic_write_json
+
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> NstConvVQConfig:

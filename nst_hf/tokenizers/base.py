@@ -20,7 +20,7 @@ from transformers import BatchEncoding, PreTrainedTokenizer
 
 from nst_hf.errors import CheckpointError, ConstantSignalError, InvalidReadError, InvalidSignalError, NstHfError
 from nst_hf.io import SignalRecord, SkippedRead, open_reads
-from nst_hf.preprocessing import PreprocessingConfig, preprocess
+from nst_hf.preprocessing import PreprocessingConfig, preprocess, resample_signal
 from nst_hf.tokenizers.vocab import SPECIAL_TOKENS, TOKEN_RE, codes_to_ids, codes_to_text, codes_to_tokens
 
 logger = logging.getLogger(__name__)
@@ -49,15 +49,6 @@ class TokenizeSummary:
     def to_dict(self) -> dict:
         return {"reads": self.reads, "tokens": self.tokens, "samples": self.samples, "seconds": self.seconds,
                 "samples_per_second": self.samples_per_second, "skipped": [s.to_dict() for s in self.skipped]}
-
-
-def _resample(signal: np.ndarray, source_rate: float, target_rate: float) -> np.ndarray:
-    from fractions import Fraction
-
-    from scipy.signal import resample_poly
-
-    ratio = Fraction(target_rate / source_rate).limit_denominator(1000)
-    return resample_poly(signal, ratio.numerator, ratio.denominator).astype(np.float32)
 
 
 class NstBaseTokenizer(PreTrainedTokenizer):
@@ -139,12 +130,10 @@ class NstBaseTokenizer(PreTrainedTokenizer):
             return json.load(handle)
 
     def _save_training_info(self, save_directory: str, prefix: str) -> str:
-        import json
+        from nst_hf.output import atomic_write_json
 
         path = os.path.join(save_directory, prefix + TRAINING_FILE)
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
-            json.dump(self.training_info, handle, indent=2)
-        os.replace(path + ".tmp", path)
+        atomic_write_json(path, self.training_info)
         return path
 
     @staticmethod
@@ -251,7 +240,7 @@ class NstBaseTokenizer(PreTrainedTokenizer):
         if signal.ndim != 1:
             raise InvalidSignalError(f"expected a 1-D signal in pA, got an array of shape {signal.shape}")
         if do_resample:
-            signal = _resample(signal, rate, self.sampling_rate)
+            signal = resample_signal(signal, rate, self.sampling_rate)
             rate = self.sampling_rate
         if signal.size == 0:
             return signal
@@ -349,8 +338,6 @@ class NstBaseTokenizer(PreTrainedTokenizer):
 
         for record in records:
             try:
-                if not record.has_calibration:
-                    record.signal_pa  # raises MissingCalibrationError naming the read
                 prepared = self.preprocess_signal(record.signal_pa, record.sampling_rate, resample)
                 pending.append((record, prepared, None))
                 pending_samples += record.num_samples
@@ -378,21 +365,38 @@ class NstBaseTokenizer(PreTrainedTokenizer):
 
         from nst_hf.output import AtomicJsonlWriter
 
-        summary = TokenizeSummary()
-        started = time.perf_counter()
         with open_reads(path, read_ids=read_ids, on_error=on_error) as source, AtomicJsonlWriter(output_path) as out:
             bar = tqdm(desc=f"tokenizing {Path(str(path)).name}", unit=" reads", disable=not progress)
-            for record, codes, error in self.iter_tokenized(source, token_type, on_error, resample, batch_samples):
-                bar.update(1)
-                if codes is None:
-                    summary.skipped.append(SkippedRead(record.source_file, record.read_id, error or "no tokens"))
-                    continue
-                out.write({"id": record.read_id, "text": codes_to_text(codes, self.is_rvq)})
+            summary = self.write_tokens(source, out, token_type, on_error, resample, batch_samples,
+                                        on_read=lambda samples: bar.update(1))
+            bar.close()
+        return summary
+
+    def write_tokens(self, source, out, token_type: str | None = None, on_error: str = "raise",
+                     resample: bool = False, batch_samples: int = DEFAULT_BATCH_SAMPLES, return_ids: bool = False,
+                     on_read=None) -> TokenizeSummary:
+        """Tokenize the reads of an :func:`~nst_hf.open_reads` source into ``out.write(row)`` rows.
+
+        Rows are ``{"id", "text"}`` (plus ``input_ids`` with ``return_ids``); skipped reads, the
+        source's own and those that cannot be tokenized, are listed in the returned summary.
+        ``on_read(num_samples)`` is called after every read (progress bars).
+        """
+        summary = TokenizeSummary()
+        started = time.perf_counter()
+        for record, codes, error in self.iter_tokenized(source, token_type, on_error, resample, batch_samples):
+            if codes is None:
+                summary.skipped.append(SkippedRead(record.source_file, record.read_id, error or "no tokens"))
+            else:
+                row = {"id": record.read_id, "text": codes_to_text(codes, self.is_rvq)}
+                if return_ids:
+                    row["input_ids"] = codes_to_ids(codes, self.codebook_size, self.is_rvq).tolist()
+                out.write(row)
                 summary.reads += 1
                 summary.tokens += int(codes.size)
                 summary.samples += record.num_samples
-            bar.close()
-        summary.skipped[:0] = source.skipped
+            if on_read is not None:
+                on_read(record.num_samples)
+        summary.skipped[:0] = getattr(source, "skipped", [])
         summary.seconds = time.perf_counter() - started
         return summary
 

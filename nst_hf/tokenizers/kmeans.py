@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nst_hf.errors import CheckpointError
+from nst_hf.output import atomic_write_json
 from nst_hf.preprocessing import PreprocessingConfig
 from nst_hf.quantizers.nearest import fp32_distance_error_bound, resolve_near_ties
 from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
@@ -188,10 +189,8 @@ class NstKMeansTokenizer(NstBaseTokenizer):
         os.chmod(path + ".tmp", 0o644)
         os.replace(path + ".tmp", path)
         config = os.path.join(save_directory, prefix + KMEANS_CONFIG_FILE)
-        with open(config + ".tmp", "w", encoding="utf-8") as handle:
-            json.dump({"model_type": "nst_kmeans", "dimension": self.dimension, "stride": self.stride,
-                       "num_centroids": int(self.centroids.shape[0]), "metric": "squared_l2"}, handle, indent=2)
-        os.replace(config + ".tmp", config)
+        atomic_write_json(config, {"model_type": "nst_kmeans", "dimension": self.dimension, "stride": self.stride,
+                                   "num_centroids": int(self.centroids.shape[0]), "metric": "squared_l2"})
         if self.training_info:
             self._save_training_info(save_directory, prefix)
         return path, config, self._save_preprocessing(save_directory, prefix)

@@ -84,11 +84,14 @@ class _NeuralTokenizer(NstBaseTokenizer):
 
     @classmethod
     def from_upstream(cls, path: str | os.PathLike, preprocessing: PreprocessingConfig | None = None,
-                      sampling_rate: float | None = None, **kwargs):
-        """Build from an earlier-tool checkpoint (VQ dict with ``cnn_type``, or RVQ state dict)."""
+                      sampling_rate: float | None = None, model: NstConvVQModel | None = None, **kwargs):
+        """Build from an earlier-tool checkpoint (VQ dict with ``cnn_type``, or RVQ state dict).
+
+        ``model`` is the checkpoint already loaded with :func:`~nst_hf.models.upstream.load_upstream_model`.
+        """
         from nst_hf.models.upstream import load_upstream_model
 
-        model = load_upstream_model(path)
+        model = model or load_upstream_model(path)
         preprocessing = preprocessing or PreprocessingConfig(sampling_rate=sampling_rate)
         info = {"description": f"Converted from the earlier nanopore_signal_tokenizer checkpoint `{Path(path).name}`."}
         return cls(model=model, preprocessing=preprocessing, training_info=info, name_or_path=str(path), **kwargs)

@@ -9,8 +9,7 @@ import numpy as np
 
 from nst_hf.errors import NstHfError
 from nst_hf.io import open_reads
-from nst_hf.preprocessing import PreprocessingConfig
-from nst_hf.tokenizers.base import _resample
+from nst_hf.preprocessing import PreprocessingConfig, resample_signal
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ def load_training_signals(inputs: Iterable, preprocessing: PreprocessingConfig, 
             try:
                 pa = record.signal_pa
                 if sampling_rate and record.sampling_rate and abs(record.sampling_rate - sampling_rate) > 1e-6:
-                    pa = _resample(pa, record.sampling_rate, sampling_rate)
+                    pa = resample_signal(pa, record.sampling_rate, sampling_rate)
                     stats["resampled"] += 1
                 signal = preprocess(pa, preprocessing, sampling_rate=sampling_rate or record.sampling_rate)
             except (NstHfError, ValueError) as exc:
