@@ -1,33 +1,55 @@
 """Exact nearest-codebook-vector search (squared L2, ties to the lower index).
 
-The fast path is one fp32 matrix product per block of rows: ``|c|² − 2 x·c`` (``|x|²`` does not change
-the winner). A matrix product's rounding depends on how it is blocked, so on its own the winner of a
-near-tie could depend on which other vectors share the batch. So every vector whose runner-up lies
-within a bound on the fp32 error of the winner is decided again in float64 (and, if still within
-float64 error, by exact differences). The result depends only on the vector, never on the batch.
+Scores are fp32 ``|c|² − 2 x·c`` (``|x|²`` does not change the winner), from one of two paths: on CPU
+the fused C kernel of :mod:`nst_hf.quantizers.fused` when it is built, otherwise (and on GPUs) one
+matrix product per block of rows followed by a two-level minimum. fp32 rounding depends on the
+evaluation order (kernel, blocking, batch), so on its own the winner of a near-tie could depend on
+which other vectors share the batch. So every vector whose runner-up lies within a bound on the fp32
+error of the winner is decided again in float64 (and, if still within float64 error, by exact
+differences). The result depends only on the vector, never on the path or the batch.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import torch
 
+from nst_hf.quantizers import fused
+
 #: Rows per matrix-product block: keeps the [rows, K] score block cache-sized.
 BLOCK_ROWS = 256
-_FP32_EPS = float(np.finfo(np.float32).eps)
-_FP64_EPS = float(np.finfo(np.float64).eps)
+_FP32_UNIT_ROUNDOFF = 2.0 ** -24
+
+
+def fp32_score_error_factor(dim: int) -> float:
+    """``γ = n·u / (1 − n·u)`` with ``n = dim + 1``: one fp32 score ``|c|² − 2x·c`` errs by at most ``γ(|c|² + 2|x||c|)``.
+
+    Both dot products (``D`` products summed in any order, with or without FMA) err by at most ``γ_D``
+    times the sum of absolute terms; the final addition adds one more rounding.
+    """
+    n = dim + 1
+    return n * _FP32_UNIT_ROUNDOFF / (1.0 - n * _FP32_UNIT_ROUNDOFF)
 
 
 def fp32_distance_error_bound(x_norm, best_distance, dim: int):
-    """Bound on the difference between two fp32 evaluations of ``|x − c|²`` for the winning ``c``.
+    """Bound on how far the fp32 winner's score may lie below the true winner's (any evaluation order).
 
-    Uses ``|c| ≤ |x| + sqrt(d_best)`` and a worst-case dot-product error of ``(dim + 2)·eps·(|x| + |c|)²``,
-    doubled because two evaluations (this one and any other blocking) may err in opposite directions.
-    Works for NumPy arrays and torch tensors.
+    If code ``w`` truly beats the fp32 winner ``f``, then ``score(w) ≤ best + e_f + e_w``. Both codes lie
+    within ``sqrt(d)`` of ``x`` (``d``: the winner's squared distance), so ``|c| ≤ C = |x| + sqrt(d)`` and
+    each error is at most ``γ(C² + 2|x|C)``. ``best_distance`` is the fp32 estimate of ``d``; its own
+    error is added before the square root, and the result is widened by 0.1 % to cover the rounding of
+    the fp32 norms it is computed from (relative error ``≤ γ ≈ 4e-6``). Works for NumPy arrays and
+    torch tensors.
     """
     lib = torch if isinstance(x_norm, torch.Tensor) else np
-    c_norm = x_norm + lib.sqrt(lib.clip(best_distance, 0, None))
-    return 2.0 * (dim + 2) * _FP32_EPS * (x_norm + c_norm) ** 2 + 1e-30
+    gamma = fp32_score_error_factor(dim)
+    distance = lib.clip(best_distance, 0, None)
+    c_norm = x_norm + lib.sqrt(distance)
+    distance = distance + 2.0 * gamma * (c_norm * c_norm + 2.0 * x_norm * c_norm)  # the estimate's own error
+    c_norm = x_norm + lib.sqrt(distance)
+    return 2.002 * gamma * (c_norm * c_norm + 2.0 * x_norm * c_norm) + 1e-30
 
 
 def decide_among(vectors: np.ndarray, codebook: np.ndarray, rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -84,12 +106,72 @@ def resolve_near_ties(vectors: np.ndarray, codebook: np.ndarray, rows: np.ndarra
     return decide_among(vectors, codebook, rows[pairs[:, 0]], pairs[:, 1])
 
 
-def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, block_rows: int = BLOCK_ROWS) -> torch.Tensor:
-    """Index of the nearest row of ``codebook`` ``[K, D]`` for each row of ``x`` ``[N, D]`` (int64 ``[N]``)."""
+_PACKED_CACHE: OrderedDict[tuple, tuple[np.ndarray, fused.PackedCodebook]] = OrderedDict()
+
+
+def packed_codebook(codebook: np.ndarray) -> fused.PackedCodebook:
+    """The kernel layout of an fp32 codebook, cached for the last few codebooks.
+
+    A cached entry is used only if its stored copy still equals ``codebook`` (memory can be reused by a
+    different tensor), so a stale layout can never be searched.
+    """
+    key = (codebook.__array_interface__["data"][0], codebook.shape)
+    entry = _PACKED_CACHE.get(key)
+    if entry is not None and np.array_equal(entry[0], codebook):
+        _PACKED_CACHE.move_to_end(key)
+        return entry[1]
+    packed = fused.PackedCodebook(codebook)
+    _PACKED_CACHE[key] = (codebook.copy(), packed)
+    while len(_PACKED_CACHE) > 16:
+        _PACKED_CACHE.popitem(last=False)
+    return packed
+
+
+def _check_finite(best_scores) -> None:
+    """A NaN/inf vector gives a non-finite best score; refuse it rather than return an arbitrary code."""
+    finite = np.isfinite(best_scores).all() if isinstance(best_scores, np.ndarray) else bool(torch.isfinite(best_scores).all())
+    if not finite:
+        raise ValueError("vectors to quantize contain NaN or inf; the encoder input must be finite")
+
+
+def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, block_rows: int = BLOCK_ROWS,
+                  method: str = "auto") -> torch.Tensor:
+    """Index of the nearest row of ``codebook`` ``[K, D]`` for each row of ``x`` ``[N, D]`` (int64 ``[N]``).
+
+    ``method``: ``"auto"`` (the fused kernel for fp32 CPU tensors when built, else torch), ``"fused"``
+    or ``"torch"``. Every method returns the same codes.
+    """
+    if method not in ("auto", "fused", "torch"):
+        raise ValueError(f"method must be 'auto', 'fused' or 'torch', got {method!r}")
     x = x.to(codebook.dtype)
-    out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    use_fused = (x.device.type == "cpu" and codebook.dtype == torch.float32 and fused.available()
+                 if method == "auto" else method == "fused")
     if x.shape[0] == 0:
-        return out
+        return torch.empty(0, dtype=torch.long, device=x.device)
+    if use_fused:
+        if x.device.type != "cpu" or codebook.dtype != torch.float32:
+            raise ValueError("method='fused' needs fp32 CPU tensors; use method='auto' elsewhere")
+        codebook_np = codebook.detach().contiguous().numpy()
+        return torch.from_numpy(nearest_codes_fused(x.detach().contiguous().numpy(), packed_codebook(codebook_np),
+                                                    codebook_np))
+    return _nearest_codes_torch(x, codebook, block_rows)
+
+
+def nearest_codes_fused(x: np.ndarray, packed: fused.PackedCodebook, codebook: np.ndarray,
+                        threads: int | None = None) -> np.ndarray:
+    """Exact nearest codes of fp32 ``x`` ``[N, D]`` with the fused kernel (``threads``: torch's count by default)."""
+    best, index, second = fused.best_two(x, packed, threads or torch.get_num_threads())
+    _check_finite(best)
+    x_sq = np.einsum("ij,ij->i", x, x)
+    limit = best + fp32_distance_error_bound(np.sqrt(x_sq), best + x_sq, packed.dim)
+    close = np.flatnonzero(second <= limit)
+    if close.size:
+        index[close] = resolve_near_ties(x, codebook, close)
+    return index
+
+
+def _nearest_codes_torch(x: torch.Tensor, codebook: torch.Tensor, block_rows: int) -> torch.Tensor:
+    out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     codebook_sq = (codebook * codebook).sum(dim=1)
     codebook_t = codebook.T.contiguous()
     dim = codebook.shape[1]
@@ -98,6 +180,7 @@ def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, block_rows: int = BLO
         block = x[start:start + block_rows]
         scores = torch.addmm(codebook_sq, block, codebook_t, alpha=-2.0)
         values, index, runner_up = best_two(scores)
+        _check_finite(values)
         out[start:start + block.shape[0]] = index
         x_sq = (block * block).sum(dim=1)
         limit = values + fp32_distance_error_bound(x_sq.sqrt(), values + x_sq, dim)

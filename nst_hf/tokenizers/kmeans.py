@@ -12,7 +12,9 @@ import numpy as np
 from nst_hf.errors import CheckpointError
 from nst_hf.output import atomic_write_json
 from nst_hf.preprocessing import PreprocessingConfig
-from nst_hf.quantizers.nearest import fp32_distance_error_bound, resolve_near_ties
+from nst_hf.quantizers import fused
+from nst_hf.quantizers.nearest import (fp32_distance_error_bound, nearest_codes_fused, packed_codebook,
+                                       resolve_near_ties)
 from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
 
 logger = logging.getLogger(__name__)
@@ -60,17 +62,26 @@ def load_upstream_centroids(path: str | os.PathLike, dimension: int | None = Non
     return centroids, int(dimension), int(stride)
 
 
-def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, index=None) -> np.ndarray:
-    """Nearest centroid (squared L2, ties to the lower index) through faiss, with near-ties decided in float64."""
-    import faiss
+def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, index=None, method: str = "auto") -> np.ndarray:
+    """Nearest centroid (squared L2, ties to the lower index), near-ties decided in float64.
 
+    ``method``: ``"auto"`` (the fused C kernel when built, else faiss), ``"fused"`` or ``"faiss"`` (``index``:
+    a prebuilt ``IndexFlatL2`` over ``centroids``). Every method returns the same codes.
+    """
+    if method not in ("auto", "fused", "faiss"):
+        raise ValueError(f"method must be 'auto', 'fused' or 'faiss', got {method!r}")
     if vectors.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if method == "fused" or (method == "auto" and fused.available()):
+        return nearest_codes_fused(vectors, packed_codebook(centroids), centroids)
+    import faiss
+
     if index is None:
         index = faiss.IndexFlatL2(centroids.shape[1])
         index.add(centroids)
     k = min(2, centroids.shape[0])
-    distances, labels = index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+    distances, labels = index.search(vectors, k)
     best = labels[:, 0].astype(np.int64)
     if k == 2:
         x_norm = np.linalg.norm(vectors, axis=1)
@@ -173,7 +184,8 @@ class NstKMeansTokenizer(NstBaseTokenizer):
         blocks = [self.windows(s) for s in signals]
         if not any(len(b) for b in blocks):
             return [np.zeros((0, 1), dtype=np.int64) for _ in signals]
-        codes = nearest_centroids(np.concatenate(blocks), self.centroids, self.index)
+        vectors = np.concatenate(blocks)
+        codes = nearest_centroids(vectors, self.centroids, None if fused.available() else self.index)
         out, offset = [], 0
         for block in blocks:
             out.append(codes[offset:offset + len(block)].reshape(-1, 1))

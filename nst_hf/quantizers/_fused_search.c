@@ -1,0 +1,244 @@
+/*
+ * Fused nearest-code search: for each row x of X, the smallest and second-smallest score
+ * |c|^2 - 2 x.c over the codebook and the (lowest) index of the smallest, computed tile by tile in
+ * registers so that the [rows, K] score matrix is never written to memory (a matrix product followed
+ * by a minimum is bound by that memory traffic when D is small).
+ *
+ * The codebook is packed by Python as [K/16][D][16] (K padded with +inf norms), so one tile of 16 codes
+ * is two AVX vectors per dimension. Rows go in tiles of ROWS = 6 (12 accumulators + 2 code vectors
+ * + 1 broadcast fill the 16 AVX registers; the last tile repeats its last row).
+ * Scores are plain fp32; the caller proves each winner with an error bound and re-decides near-ties in
+ * float64, so the evaluation order here never changes a token.
+ *
+ * nearest_two(x, packed, norms, best, index, second, rows, dim, padded_codes, row_start, row_stop)
+ * releases the GIL, so several Python threads can search disjoint row ranges at once.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LANES 16
+#ifndef ROWS
+#define ROWS 6
+#endif
+#define CODE_BLOCK 512 /* codes per cache block: 512 x D x 4 bytes stays in L2 */
+
+typedef void (*search_fn)(const float *, const float *, const float *, float *, int64_t *, float *,
+                          Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t);
+
+/* Portable version (any CPU): same tiling, the compiler vectorises what it can. */
+static void search_generic(const float *x, const float *packed, const float *norms, float *best,
+                           int64_t *index, float *second, Py_ssize_t rows, Py_ssize_t dim,
+                           Py_ssize_t codes, Py_ssize_t row_start, Py_ssize_t row_stop) {
+    (void)rows;
+    for (Py_ssize_t i = row_start; i < row_stop; i++) {
+        const float *xi = x + i * dim;
+        float b1 = INFINITY, b2 = INFINITY;
+        int64_t bi = 0;
+        for (Py_ssize_t t = 0; t < codes / LANES; t++) {
+            float acc[LANES] = {0};
+            const float *tile = packed + t * dim * LANES;
+            for (Py_ssize_t d = 0; d < dim; d++) {
+                const float xv = xi[d];
+                for (int l = 0; l < LANES; l++) acc[l] += xv * tile[d * LANES + l];
+            }
+            for (int l = 0; l < LANES; l++) {
+                const float s = norms[t * LANES + l] - 2.0f * acc[l];
+                if (s < b1) {
+                    b2 = b1;
+                    b1 = s;
+                    bi = t * LANES + l;
+                } else if (s < b2) {
+                    b2 = s;
+                }
+            }
+        }
+        best[i] = b1;
+        index[i] = bi;
+        second[i] = b2;
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* Per-lane state of one row: best, its index and the runner-up in each of the 16 lanes. */
+typedef struct {
+    __m256 b1[2], b2[2];
+    __m256i bi[2];
+} lane_state;
+
+__attribute__((target("avx2,fma"))) static inline void update_state(lane_state *st, __m256 s, int half,
+                                                                     __m256i ids) {
+    const __m256 lt = _mm256_cmp_ps(s, st->b1[half], _CMP_LT_OQ);
+    st->b2[half] = _mm256_min_ps(st->b2[half], _mm256_max_ps(st->b1[half], s));
+    st->bi[half] = _mm256_castps_si256(
+        _mm256_blendv_ps(_mm256_castsi256_ps(st->bi[half]), _mm256_castsi256_ps(ids), lt));
+    st->b1[half] = _mm256_min_ps(st->b1[half], s);
+}
+
+__attribute__((target("avx2,fma"))) static void search_avx2(const float *x, const float *packed,
+                                                            const float *norms, float *best,
+                                                            int64_t *index, float *second,
+                                                            Py_ssize_t rows, Py_ssize_t dim,
+                                                            Py_ssize_t codes, Py_ssize_t row_start,
+                                                            Py_ssize_t row_stop) {
+    const Py_ssize_t tiles = codes / LANES;
+    const __m256i lane_ids0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i lane_ids1 = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
+    const __m256 minus_two = _mm256_set1_ps(-2.0f);
+    for (Py_ssize_t i0 = row_start; i0 < row_stop; i0 += ROWS) {
+        const float *xr[ROWS];
+        lane_state st[ROWS];
+        for (int r = 0; r < ROWS; r++) {
+            Py_ssize_t row = i0 + r < row_stop ? i0 + r : row_stop - 1;
+            xr[r] = x + row * dim;
+            for (int h = 0; h < 2; h++) {
+                st[r].b1[h] = _mm256_set1_ps(INFINITY);
+                st[r].b2[h] = _mm256_set1_ps(INFINITY);
+                st[r].bi[h] = _mm256_setzero_si256();
+            }
+        }
+        for (Py_ssize_t t0 = 0; t0 < tiles; t0 += CODE_BLOCK / LANES) {
+            const Py_ssize_t t1 = t0 + CODE_BLOCK / LANES < tiles ? t0 + CODE_BLOCK / LANES : tiles;
+            for (Py_ssize_t t = t0; t < t1; t++) {
+                const float *tile = packed + t * dim * LANES;
+                __m256 acc[ROWS][2];
+                for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+                for (Py_ssize_t d = 0; d < dim; d++) {
+                    const __m256 c0 = _mm256_loadu_ps(tile + d * LANES);
+                    const __m256 c1 = _mm256_loadu_ps(tile + d * LANES + 8);
+                    for (int r = 0; r < ROWS; r++) {
+                        const __m256 v = _mm256_broadcast_ss(xr[r] + d);
+                        acc[r][0] = _mm256_fmadd_ps(v, c0, acc[r][0]);
+                        acc[r][1] = _mm256_fmadd_ps(v, c1, acc[r][1]);
+                    }
+                }
+                const __m256 n0 = _mm256_loadu_ps(norms + t * LANES);
+                const __m256 n1 = _mm256_loadu_ps(norms + t * LANES + 8);
+                const __m256i base = _mm256_set1_epi32((int)(t * LANES));
+                const __m256i ids0 = _mm256_add_epi32(base, lane_ids0);
+                const __m256i ids1 = _mm256_add_epi32(base, lane_ids1);
+                for (int r = 0; r < ROWS; r++) {
+                    update_state(&st[r], _mm256_fmadd_ps(minus_two, acc[r][0], n0), 0, ids0);
+                    update_state(&st[r], _mm256_fmadd_ps(minus_two, acc[r][1], n1), 1, ids1);
+                }
+            }
+        }
+        for (int r = 0; r < ROWS && i0 + r < row_stop; r++) {
+            float b1[LANES], b2[LANES];
+            int32_t bi[LANES];
+            _mm256_storeu_ps(b1, st[r].b1[0]);
+            _mm256_storeu_ps(b1 + 8, st[r].b1[1]);
+            _mm256_storeu_ps(b2, st[r].b2[0]);
+            _mm256_storeu_ps(b2 + 8, st[r].b2[1]);
+            _mm256_storeu_si256((__m256i *)bi, st[r].bi[0]);
+            _mm256_storeu_si256((__m256i *)(bi + 8), st[r].bi[1]);
+            /* lane winner: smallest score, lowest code on equal scores */
+            int w = 0;
+            for (int l = 1; l < LANES; l++)
+                if (b1[l] < b1[w] || (b1[l] == b1[w] && bi[l] < bi[w])) w = l;
+            float runner = INFINITY;
+            for (int l = 0; l < LANES; l++) {
+                if (b2[l] < runner) runner = b2[l];
+                if (l != w && b1[l] < runner) runner = b1[l];
+            }
+            best[i0 + r] = b1[w];
+            index[i0 + r] = bi[w];
+            second[i0 + r] = runner;
+        }
+    }
+    (void)rows;
+}
+
+static search_fn pick_search(void) {
+    const char *forced = getenv("NST_HF_FUSED_KERNEL"); /* "generic" forces the portable path (tests) */
+    if (forced != NULL && strcmp(forced, "generic") == 0) return search_generic;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return search_avx2;
+    return search_generic;
+}
+static const char *search_name(search_fn fn) { return fn == search_avx2 ? "avx2" : "generic"; }
+#else
+static search_fn pick_search(void) { return search_generic; }
+static const char *search_name(search_fn fn) {
+    (void)fn;
+    return "generic";
+}
+#endif
+
+static search_fn chosen_search = NULL;
+
+static int check_buffer(Py_buffer *view, Py_ssize_t items, Py_ssize_t itemsize, const char *name) {
+    if (view->len < items * itemsize || view->itemsize != itemsize ||
+        !PyBuffer_IsContiguous(view, 'C')) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be a C-contiguous buffer of at least %zd items of %zd bytes", name,
+                     items, itemsize);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *nearest_two(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer xv, pv, nv, bv, iv, sv;
+    Py_ssize_t rows, dim, codes, start, stop;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*nnnnn", &xv, &pv, &nv, &bv, &iv, &sv, &rows, &dim,
+                          &codes, &start, &stop))
+        return NULL;
+    PyObject *result = NULL;
+    if (dim <= 0 || codes <= 0 || codes % LANES != 0 || start < 0 || stop > rows || start > stop) {
+        PyErr_SetString(PyExc_ValueError,
+                        "nearest_two: need dim > 0, codes a positive multiple of 16 and "
+                        "0 <= start <= stop <= rows");
+        goto done;
+    }
+    if (!check_buffer(&xv, rows * dim, 4, "x") || !check_buffer(&pv, codes * dim, 4, "packed") ||
+        !check_buffer(&nv, codes, 4, "norms") || !check_buffer(&bv, rows, 4, "best") ||
+        !check_buffer(&iv, rows, 8, "index") || !check_buffer(&sv, rows, 4, "second"))
+        goto done;
+    Py_BEGIN_ALLOW_THREADS chosen_search((const float *)xv.buf, (const float *)pv.buf,
+                                         (const float *)nv.buf, (float *)bv.buf, (int64_t *)iv.buf,
+                                         (float *)sv.buf, rows, dim, codes, start, stop);
+    Py_END_ALLOW_THREADS result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&xv);
+    PyBuffer_Release(&pv);
+    PyBuffer_Release(&nv);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&iv);
+    PyBuffer_Release(&sv);
+    return result;
+}
+
+static PyObject *kernel_name(PyObject *self, PyObject *noargs) {
+    (void)self;
+    (void)noargs;
+    return PyUnicode_FromString(search_name(chosen_search));
+}
+
+static PyMethodDef methods[] = {
+    {"nearest_two", nearest_two, METH_VARARGS,
+     "nearest_two(x, packed, norms, best, index, second, rows, dim, codes, start, stop) -> None"},
+    {"kernel_name", kernel_name, METH_NOARGS, "Name of the code path chosen for this CPU."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused_search",
+                                    "Fused nearest-code search (see nst_hf.quantizers.fused).", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__fused_search(void) {
+    chosen_search = pick_search();
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddIntConstant(m, "LANES", LANES) < 0 || PyModule_AddIntConstant(m, "ROW_TILE", ROWS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,112 @@
+"""CPU fast path of the nearest-code search: the fused C kernel ``_fused_search`` run on a few threads.
+
+A matrix product followed by a minimum writes and re-reads a ``[rows, K]`` score block; for the small
+``D`` of these codebooks (32–64) that memory traffic, not arithmetic, bounds the search. The kernel
+keeps each 6-row × 16-code tile of scores in registers and returns per row the best score, its code and
+the runner-up score, which is all the exactness check in :mod:`nst_hf.quantizers.nearest` needs.
+
+The kernel is optional: it is compiled when nst_hf is installed with a C compiler; without it (or for
+tensors on a GPU) the torch path is used. Both give identical codes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+try:
+    from nst_hf.quantizers import _fused_search
+except ImportError:  # built without a C compiler
+    _fused_search = None
+
+#: Codes per register tile: the packed codebook is padded to a multiple of this.
+LANES = _fused_search.LANES if _fused_search is not None else 16
+#: Rows per register tile; thread shares are multiples of it.
+ROW_TILE = _fused_search.ROW_TILE if _fused_search is not None else 6
+#: Below this many rows one thread does the whole search (thread start-up would cost more).
+MIN_ROWS_PER_THREAD = 64
+
+
+def available() -> bool:
+    """Whether the compiled kernel is importable (``NST_HF_DISABLE_FUSED=1`` turns it off)."""
+    return _fused_search is not None and os.environ.get("NST_HF_DISABLE_FUSED", "") in ("", "0")
+
+
+def kernel_name() -> str | None:
+    """``"avx2"`` or ``"generic"`` (the code path chosen for this CPU), or None without the kernel."""
+    return _fused_search.kernel_name() if _fused_search is not None else None
+
+
+class PackedCodebook:
+    """A codebook laid out for the kernel: ``[K/16, D, 16]`` float32 plus ``|c|²`` (+inf for padding).
+
+    Args:
+        codebook: ``[K, D]`` array of code vectors.
+    """
+
+    def __init__(self, codebook: np.ndarray):
+        codebook = np.asarray(codebook, dtype=np.float32)
+        if codebook.ndim != 2 or codebook.shape[0] == 0 or codebook.shape[1] == 0:
+            raise ValueError(f"codebook must be a non-empty [K, D] array, got shape {codebook.shape}")
+        self.num_codes, self.dim = codebook.shape
+        padded_codes = -(-self.num_codes // LANES) * LANES
+        padded = np.zeros((padded_codes, self.dim), dtype=np.float32)
+        padded[:self.num_codes] = codebook
+        self.packed = np.ascontiguousarray(padded.reshape(-1, LANES, self.dim).transpose(0, 2, 1))
+        self.norms = np.full(padded_codes, np.inf, dtype=np.float32)
+        self.norms[:self.num_codes] = (codebook * codebook).sum(axis=1)
+        self.padded_codes = padded_codes
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] | None = None
+_pool_lock = threading.Lock()
+
+
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per process and thread count (a pool inherited through ``fork`` has no threads)."""
+    global _pool, _pool_key
+    key = (os.getpid(), threads)
+    with _pool_lock:
+        if _pool_key != key:
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nst_hf-search")
+            _pool_key = key
+        return _pool
+
+
+def best_two(x: np.ndarray, codebook: PackedCodebook, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``x`` ``[N, D]``: smallest score ``|c|² − 2x·c``, its (lowest) code, and the runner-up score.
+
+    Scores are fp32 and their rounding differs from any other evaluation; callers must prove winners
+    (see :func:`nst_hf.quantizers.nearest.nearest_codes`). ``threads`` splits the rows among threads.
+    """
+    if _fused_search is None:
+        raise RuntimeError("the fused search kernel is not built; reinstall nst_hf with a C compiler "
+                           "or use nst_hf.quantizers.nearest.nearest_codes, which falls back to torch")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != codebook.dim:
+        raise ValueError(f"vectors must be [N, {codebook.dim}], got shape {x.shape}")
+    rows = x.shape[0]
+    best = np.empty(rows, dtype=np.float32)
+    index = np.empty(rows, dtype=np.int64)
+    second = np.empty(rows, dtype=np.float32)
+    if rows == 0:
+        return best, index, second
+    threads = max(1, min(int(threads), rows // MIN_ROWS_PER_THREAD))
+
+    def run(start: int, stop: int) -> None:
+        _fused_search.nearest_two(x, codebook.packed, codebook.norms, best, index, second, rows,
+                                  codebook.dim, codebook.padded_codes, start, stop)
+
+    if threads == 1:
+        run(0, rows)
+        return best, index, second
+    share = -(-rows // threads // ROW_TILE) * ROW_TILE
+    bounds = [(start, min(rows, start + share)) for start in range(0, rows, share)]
+    futures = [_thread_pool(threads).submit(run, start, stop) for start, stop in bounds]
+    for future in futures:
+        future.result()
+    return best, index, second
