@@ -94,3 +94,19 @@ def test_kmeans_faiss_search_equals_the_exact_torch_search(kmeans, real_signals)
     ours = np.concatenate(kmeans._encode_preprocessed([kmeans.preprocess_signal(s) for s in real_signals], 1))[:, 0]
     exact = nearest_codes(torch.from_numpy(windows), torch.from_numpy(kmeans.centroids)).numpy()
     np.testing.assert_array_equal(ours, exact)
+
+
+def test_fast_first_layer_matches_conv_and_ignores_the_batch(neural):
+    """Inference runs the one-channel first conv through ATen's GEMM kernel: same values up to fp32
+    rounding, and each output depends only on its receptive field (not on batch or length)."""
+    from nst_hf.models.conv_vq import _single_channel_conv
+
+    conv = neural.model.encoder[0]
+    x = torch.randn(3, 1, 4001, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        fast = _single_channel_conv(conv, x)
+        torch.testing.assert_close(fast, conv(x), rtol=0, atol=1e-5)
+        alone = _single_channel_conv(conv, x[1:2, :, :2500])
+        edge = conv.kernel_size[0]
+        assert torch.equal(alone[..., :2500 - edge], fast[1:2, :, :2500 - edge])
+        torch.testing.assert_close(neural.model.encode_latent(x), neural.model.encoder(x), rtol=1e-4, atol=1e-4)

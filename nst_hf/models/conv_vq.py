@@ -139,6 +139,22 @@ def _build_decoder(config: NstConvVQConfig) -> nn.Sequential:
     )
 
 
+def _single_channel_conv(conv: nn.Conv1d, signal: torch.Tensor) -> torch.Tensor:
+    """``conv(signal)`` for a one-input-channel ``Conv1d`` via ATen's im2col + GEMM kernel (``thnn_conv2d``).
+
+    Falls back to ``conv`` for other layers or where the kernel is unavailable. Each output depends only
+    on its own receptive field, never on the batch or the signal length (tested).
+    """
+    if conv.in_channels != 1 or conv.groups != 1 or conv.dilation != (1,) or conv.padding_mode != "zeros" \
+            or not hasattr(torch.ops.aten, "thnn_conv2d"):
+        return conv(signal)
+    kernel, stride, padding = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+    out = torch.ops.aten.thnn_conv2d(signal.unsqueeze(2), conv.weight.unsqueeze(2), [1, kernel], None,
+                                     [1, stride], [0, padding]).squeeze(2)
+    # the bias is added after the sum, as oneDNN does, so that the outputs are bit-identical to conv(signal)
+    return out if conv.bias is None else out.add_(conv.bias[:, None])
+
+
 class NstConvVQModel(nn.Module):
     """Conv encoder, ``num_quantizers`` codebooks and a decoder, built from :class:`NstConvVQConfig`.
 
@@ -153,8 +169,19 @@ class NstConvVQModel(nn.Module):
         self.register_buffer("codebooks", torch.zeros(config.num_quantizers, config.codebook_size, config.dim))
 
     def encode_latent(self, signal: torch.Tensor) -> torch.Tensor:
-        """``[B, 1, L]`` normalised signal → ``[B, D, ceil(L / d)]`` continuous latent."""
-        return self.encoder(signal)
+        """``[B, 1, L]`` normalised signal → ``[B, D, ceil(L / d)]`` continuous latent.
+
+        Without gradients on a CPU this runs the same layers faster: the single-channel first
+        convolution through ATen's im2col + GEMM kernel (oneDNN is up to 15x slower for one input channel)
+        and SiLU in place.
+        """
+        if self.training or torch.is_grad_enabled() or signal.device.type != "cpu":
+            return self.encoder(signal)
+        layers = list(self.encoder)
+        hidden = _single_channel_conv(layers[0], signal)
+        for layer in layers[1:]:
+            hidden = nn.functional.silu(hidden, inplace=True) if isinstance(layer, nn.SiLU) else layer(hidden)
+        return hidden
 
     def quantize(self, latent: torch.Tensor, num_levels: int | None = None) -> torch.Tensor:
         """``[N, D]`` latent vectors → ``[N, levels]`` codes (nearest codebook vector, residual per level)."""

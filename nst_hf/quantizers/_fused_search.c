@@ -24,13 +24,12 @@
 #ifndef ROWS
 #define ROWS 6
 #endif
-#define CODE_BLOCK 512 /* codes per cache block: 512 x D x 4 bytes stays in L2 */
 
-typedef void (*search_fn)(const float *, const float *, const float *, float *, int64_t *, float *,
+typedef int (*search_fn)(const float *, const float *, const float *, float *, int64_t *, float *,
                           Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t);
 
 /* Portable version (any CPU): same tiling, the compiler vectorises what it can. */
-static void search_generic(const float *x, const float *packed, const float *norms, float *best,
+static int search_generic(const float *x, const float *packed, const float *norms, float *best,
                            int64_t *index, float *second, Py_ssize_t rows, Py_ssize_t dim,
                            Py_ssize_t codes, Py_ssize_t row_start, Py_ssize_t row_stop) {
     (void)rows;
@@ -60,6 +59,7 @@ static void search_generic(const float *x, const float *packed, const float *nor
         index[i] = bi;
         second[i] = b2;
     }
+    return 0;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -80,78 +80,104 @@ __attribute__((target("avx2,fma"))) static inline void update_state(lane_state *
     st->b1[half] = _mm256_min_ps(st->b1[half], s);
 }
 
-__attribute__((target("avx2,fma"))) static void search_avx2(const float *x, const float *packed,
-                                                            const float *norms, float *best,
-                                                            int64_t *index, float *second,
-                                                            Py_ssize_t rows, Py_ssize_t dim,
-                                                            Py_ssize_t codes, Py_ssize_t row_start,
-                                                            Py_ssize_t row_stop) {
+/* Reduce one row's 16 lanes: smallest score (lowest code on equal scores) and the runner-up. */
+__attribute__((target("avx2,fma"))) static void finish_row(const lane_state *st, float *best,
+                                                           int64_t *index, float *second) {
+    float b1[LANES], b2[LANES];
+    int32_t bi[LANES];
+    _mm256_storeu_ps(b1, st->b1[0]);
+    _mm256_storeu_ps(b1 + 8, st->b1[1]);
+    _mm256_storeu_ps(b2, st->b2[0]);
+    _mm256_storeu_ps(b2 + 8, st->b2[1]);
+    _mm256_storeu_si256((__m256i *)bi, st->bi[0]);
+    _mm256_storeu_si256((__m256i *)(bi + 8), st->bi[1]);
+    int w = 0;
+    for (int l = 1; l < LANES; l++)
+        if (b1[l] < b1[w] || (b1[l] == b1[w] && bi[l] < bi[w])) w = l;
+    float runner = INFINITY;
+    for (int l = 0; l < LANES; l++) {
+        if (b2[l] < runner) runner = b2[l];
+        if (l != w && b1[l] < runner) runner = b1[l];
+    }
+    *best = b1[w];
+    *index = bi[w];
+    *second = runner;
+}
+
+/*
+ * Cache blocking: a block of codes (about CODE_BLOCK_BYTES of the packed codebook) stays in L2 while
+ * every row tile of a block of rows (about ROW_BLOCK_BYTES of x) passes over it; per-row lane states live in a
+ * small buffer between code blocks.
+ */
+#ifndef CODE_BLOCK_BYTES
+#define CODE_BLOCK_BYTES (256 * 1024)
+#endif
+#ifndef ROW_BLOCK_BYTES
+#define ROW_BLOCK_BYTES (64 * 1024)
+#endif
+
+__attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const float *packed,
+                                                           const float *norms, float *best,
+                                                           int64_t *index, float *second,
+                                                           Py_ssize_t rows, Py_ssize_t dim,
+                                                           Py_ssize_t codes, Py_ssize_t row_start,
+                                                           Py_ssize_t row_stop) {
+    (void)rows;
     const Py_ssize_t tiles = codes / LANES;
+    Py_ssize_t tiles_per_block = CODE_BLOCK_BYTES / (dim * LANES * (Py_ssize_t)sizeof(float));
+    if (tiles_per_block < 1) tiles_per_block = 1;
+    Py_ssize_t rows_per_block = ROW_BLOCK_BYTES / (dim * (Py_ssize_t)sizeof(float)) / ROWS * ROWS;
+    if (rows_per_block < ROWS) rows_per_block = ROWS;
+    lane_state *states = _mm_malloc((size_t)rows_per_block * sizeof(lane_state), 32);
+    if (states == NULL) return -1;
     const __m256i lane_ids0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i lane_ids1 = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
     const __m256 minus_two = _mm256_set1_ps(-2.0f);
-    for (Py_ssize_t i0 = row_start; i0 < row_stop; i0 += ROWS) {
-        const float *xr[ROWS];
-        lane_state st[ROWS];
-        for (int r = 0; r < ROWS; r++) {
-            Py_ssize_t row = i0 + r < row_stop ? i0 + r : row_stop - 1;
-            xr[r] = x + row * dim;
+    for (Py_ssize_t rb = row_start; rb < row_stop; rb += rows_per_block) {
+        const Py_ssize_t rb_end = rb + rows_per_block < row_stop ? rb + rows_per_block : row_stop;
+        /* rows_per_block is a multiple of ROWS, so a last partial tile's repeated rows stay inside */
+        for (Py_ssize_t k = 0; k < rows_per_block; k++) {
             for (int h = 0; h < 2; h++) {
-                st[r].b1[h] = _mm256_set1_ps(INFINITY);
-                st[r].b2[h] = _mm256_set1_ps(INFINITY);
-                st[r].bi[h] = _mm256_setzero_si256();
+                states[k].b1[h] = _mm256_set1_ps(INFINITY);
+                states[k].b2[h] = _mm256_set1_ps(INFINITY);
+                states[k].bi[h] = _mm256_setzero_si256();
             }
         }
-        for (Py_ssize_t t0 = 0; t0 < tiles; t0 += CODE_BLOCK / LANES) {
-            const Py_ssize_t t1 = t0 + CODE_BLOCK / LANES < tiles ? t0 + CODE_BLOCK / LANES : tiles;
-            for (Py_ssize_t t = t0; t < t1; t++) {
-                const float *tile = packed + t * dim * LANES;
-                __m256 acc[ROWS][2];
-                for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-                for (Py_ssize_t d = 0; d < dim; d++) {
-                    const __m256 c0 = _mm256_loadu_ps(tile + d * LANES);
-                    const __m256 c1 = _mm256_loadu_ps(tile + d * LANES + 8);
+        for (Py_ssize_t t0 = 0; t0 < tiles; t0 += tiles_per_block) {
+            const Py_ssize_t t1 = t0 + tiles_per_block < tiles ? t0 + tiles_per_block : tiles;
+            for (Py_ssize_t i0 = rb; i0 < rb_end; i0 += ROWS) {
+                const float *xr[ROWS];
+                lane_state *st = states + (i0 - rb);
+                for (int r = 0; r < ROWS; r++) xr[r] = x + (i0 + r < rb_end ? i0 + r : rb_end - 1) * dim;
+                for (Py_ssize_t t = t0; t < t1; t++) {
+                    const float *tile = packed + t * dim * LANES;
+                    __m256 acc[ROWS][2];
+                    for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+                    for (Py_ssize_t d = 0; d < dim; d++) {
+                        const __m256 c0 = _mm256_loadu_ps(tile + d * LANES);
+                        const __m256 c1 = _mm256_loadu_ps(tile + d * LANES + 8);
+                        for (int r = 0; r < ROWS; r++) {
+                            const __m256 v = _mm256_broadcast_ss(xr[r] + d);
+                            acc[r][0] = _mm256_fmadd_ps(v, c0, acc[r][0]);
+                            acc[r][1] = _mm256_fmadd_ps(v, c1, acc[r][1]);
+                        }
+                    }
+                    const __m256 n0 = _mm256_loadu_ps(norms + t * LANES);
+                    const __m256 n1 = _mm256_loadu_ps(norms + t * LANES + 8);
+                    const __m256i base = _mm256_set1_epi32((int)(t * LANES));
+                    const __m256i ids0 = _mm256_add_epi32(base, lane_ids0);
+                    const __m256i ids1 = _mm256_add_epi32(base, lane_ids1);
                     for (int r = 0; r < ROWS; r++) {
-                        const __m256 v = _mm256_broadcast_ss(xr[r] + d);
-                        acc[r][0] = _mm256_fmadd_ps(v, c0, acc[r][0]);
-                        acc[r][1] = _mm256_fmadd_ps(v, c1, acc[r][1]);
+                        update_state(&st[r], _mm256_fmadd_ps(minus_two, acc[r][0], n0), 0, ids0);
+                        update_state(&st[r], _mm256_fmadd_ps(minus_two, acc[r][1], n1), 1, ids1);
                     }
                 }
-                const __m256 n0 = _mm256_loadu_ps(norms + t * LANES);
-                const __m256 n1 = _mm256_loadu_ps(norms + t * LANES + 8);
-                const __m256i base = _mm256_set1_epi32((int)(t * LANES));
-                const __m256i ids0 = _mm256_add_epi32(base, lane_ids0);
-                const __m256i ids1 = _mm256_add_epi32(base, lane_ids1);
-                for (int r = 0; r < ROWS; r++) {
-                    update_state(&st[r], _mm256_fmadd_ps(minus_two, acc[r][0], n0), 0, ids0);
-                    update_state(&st[r], _mm256_fmadd_ps(minus_two, acc[r][1], n1), 1, ids1);
-                }
             }
         }
-        for (int r = 0; r < ROWS && i0 + r < row_stop; r++) {
-            float b1[LANES], b2[LANES];
-            int32_t bi[LANES];
-            _mm256_storeu_ps(b1, st[r].b1[0]);
-            _mm256_storeu_ps(b1 + 8, st[r].b1[1]);
-            _mm256_storeu_ps(b2, st[r].b2[0]);
-            _mm256_storeu_ps(b2 + 8, st[r].b2[1]);
-            _mm256_storeu_si256((__m256i *)bi, st[r].bi[0]);
-            _mm256_storeu_si256((__m256i *)(bi + 8), st[r].bi[1]);
-            /* lane winner: smallest score, lowest code on equal scores */
-            int w = 0;
-            for (int l = 1; l < LANES; l++)
-                if (b1[l] < b1[w] || (b1[l] == b1[w] && bi[l] < bi[w])) w = l;
-            float runner = INFINITY;
-            for (int l = 0; l < LANES; l++) {
-                if (b2[l] < runner) runner = b2[l];
-                if (l != w && b1[l] < runner) runner = b1[l];
-            }
-            best[i0 + r] = b1[w];
-            index[i0 + r] = bi[w];
-            second[i0 + r] = runner;
-        }
+        for (Py_ssize_t i = rb; i < rb_end; i++) finish_row(&states[i - rb], best + i, index + i, second + i);
     }
-    (void)rows;
+    _mm_free(states);
+    return 0;
 }
 
 static search_fn pick_search(void) {
@@ -201,10 +227,16 @@ static PyObject *nearest_two(PyObject *self, PyObject *args) {
         !check_buffer(&nv, codes, 4, "norms") || !check_buffer(&bv, rows, 4, "best") ||
         !check_buffer(&iv, rows, 8, "index") || !check_buffer(&sv, rows, 4, "second"))
         goto done;
-    Py_BEGIN_ALLOW_THREADS chosen_search((const float *)xv.buf, (const float *)pv.buf,
-                                         (const float *)nv.buf, (float *)bv.buf, (int64_t *)iv.buf,
-                                         (float *)sv.buf, rows, dim, codes, start, stop);
-    Py_END_ALLOW_THREADS result = Py_None;
+    int status;
+    Py_BEGIN_ALLOW_THREADS status = chosen_search((const float *)xv.buf, (const float *)pv.buf,
+                                                  (const float *)nv.buf, (float *)bv.buf,
+                                                  (int64_t *)iv.buf, (float *)sv.buf, rows, dim,
+                                                  codes, start, stop);
+    Py_END_ALLOW_THREADS if (status != 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = Py_None;
     Py_INCREF(result);
 done:
     PyBuffer_Release(&xv);

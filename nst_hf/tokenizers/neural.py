@@ -24,6 +24,9 @@ UPSTREAM_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 VQ_MIN_SAMPLES = 25
 
 
+SEARCH_ROWS = 8192
+
+
 class _NeuralTokenizer(NstBaseTokenizer):
     """Shared VQ/RVQ implementation."""
 
@@ -33,7 +36,7 @@ class _NeuralTokenizer(NstBaseTokenizer):
     def __init__(self, weights_file: str | None = None, model_config_file: str | None = None,
                  preprocessor_file: str | None = None, model: NstConvVQModel | None = None,
                  preprocessing: PreprocessingConfig | dict | None = None, min_samples: int | None = None,
-                 device: str | None = None, window_frames: int = 500, batch_windows: int = 8,
+                 device: str | None = None, window_frames: int = 500, batch_windows: int = 4,
                  training_info: dict | None = None, training_file: str | None = None, **kwargs):
         if model is None:
             self._require_files(kwargs, weights_file, model_config_file)
@@ -45,6 +48,9 @@ class _NeuralTokenizer(NstBaseTokenizer):
         self.min_samples = VQ_MIN_SAMPLES if min_samples is None and not self.is_rvq else int(min_samples or 0)
         self.window_frames = int(window_frames)
         self.batch_windows = int(batch_windows)
+        #: Latent rows gathered from several encoder batches before one codebook search (fewer hand-overs
+        #: between torch's threads and the search kernel's).
+        self.search_rows = SEARCH_ROWS
         self.margin_frames = min_margin(model.config.receptive_field, model.config.downsample_rate)
         self.device = torch.device(device or "cpu")
         self.model.to(self.device)
@@ -133,21 +139,35 @@ class _NeuralTokenizer(NstBaseTokenizer):
             per_batch = max(1, self.batch_windows * width // max(items[0][1].length, 1))
             groups += [items[i:i + per_batch] for i in range(0, len(items), per_batch)]
         with torch.inference_mode():
+            pending, pending_rows = [], 0
             for group in groups:
-                self._encode_group(group, levels, results)
+                vectors = self._latent_vectors(group)
+                pending.append((group, vectors))
+                pending_rows += vectors.shape[0]
+                if pending_rows >= self.search_rows:
+                    self._quantize_pending(pending, levels, results)
+                    pending, pending_rows = [], 0
+            if pending:
+                self._quantize_pending(pending, levels, results)
         return results
 
-    def _encode_group(self, group, levels: int, results: list[np.ndarray]) -> None:
+    def _latent_vectors(self, group) -> torch.Tensor:
+        """Encode one batch of windows; the kept frames of every window as ``[frames, D]`` rows."""
         batch = torch.from_numpy(np.stack([piece for _, _, piece in group])).unsqueeze(1).to(self.device)
         latent = self.model.encode_latent(batch)  # [B, D, frames]
         kept = [latent[b, :, w.keep_start - w.start:w.keep_end - w.start] for b, (_, w, _) in enumerate(group)]
-        vectors = torch.cat(kept, dim=1).T.contiguous()
+        return torch.cat(kept, dim=1).T.contiguous()
+
+    def _quantize_pending(self, pending, levels: int, results: list[np.ndarray]) -> None:
+        """Search the latent rows of several encoder batches at once and write each window's codes."""
+        vectors = pending[0][1] if len(pending) == 1 else torch.cat([v for _, v in pending])
         codes = self.model.quantize(vectors, levels).cpu().numpy()
         offset = 0
-        for index, window, _ in group:
-            count = window.keep_end - window.keep_start
-            results[index][window.keep_start:window.keep_end] = codes[offset:offset + count]
-            offset += count
+        for group, _ in pending:
+            for index, window, _ in group:
+                count = window.keep_end - window.keep_start
+                results[index][window.keep_start:window.keep_end] = codes[offset:offset + count]
+                offset += count
 
     # ------------------------------------------------------------------ decoding
 
