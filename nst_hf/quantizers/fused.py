@@ -12,10 +12,10 @@ tensors on a GPU) the torch path is used. Both give identical codes.
 from __future__ import annotations
 
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from nst_hf._threads import thread_pool
 
 try:
     from nst_hf.quantizers import _fused_search
@@ -61,22 +61,6 @@ class PackedCodebook:
         self.padded_codes = padded_codes
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_key: tuple[int, int] | None = None
-_pool_lock = threading.Lock()
-
-
-def _thread_pool(threads: int) -> ThreadPoolExecutor:
-    """One pool per process and thread count (a pool inherited through ``fork`` has no threads)."""
-    global _pool, _pool_key
-    key = (os.getpid(), threads)
-    with _pool_lock:
-        if _pool_key != key:
-            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nst_hf-search")
-            _pool_key = key
-        return _pool
-
-
 def best_two(x: np.ndarray, codebook: PackedCodebook, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row of ``x`` ``[N, D]``: smallest score ``|c|² − 2x·c``, its (lowest) code, and the runner-up score.
 
@@ -106,7 +90,8 @@ def best_two(x: np.ndarray, codebook: PackedCodebook, threads: int = 1) -> tuple
         return best, index, second
     share = -(-rows // threads // ROW_TILE) * ROW_TILE
     bounds = [(start, min(rows, start + share)) for start in range(0, rows, share)]
-    futures = [_thread_pool(threads).submit(run, start, stop) for start, stop in bounds]
+    pool = thread_pool("search", threads)
+    futures = [pool.submit(run, start, stop) for start, stop in bounds]
     for future in futures:
         future.result()
     return best, index, second
