@@ -1,4 +1,4 @@
-"""Build script: metadata lives in setup.cfg; this adds the optional C search kernel."""
+"""Build script: metadata lives in setup.cfg; this adds the optional C kernels (search, running median)."""
 
 from setuptools import Extension, setup
 
@@ -9,6 +9,12 @@ setup(
             ["nst_hf/quantizers/_fused_search.c"],
             extra_compile_args=["-O3"],
             optional=True,  # without a C compiler nst_hf still installs and searches with torch
-        )
+        ),
+        Extension(
+            "nst_hf._rank_filter",
+            ["nst_hf/_rank_filter.c"],
+            extra_compile_args=["-O3"],
+            optional=True,  # without it the running medians use scipy.ndimage (same values, one thread)
+        ),
     ]
 )

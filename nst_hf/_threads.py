@@ -19,3 +19,15 @@ def thread_pool(name: str, workers: int) -> ThreadPoolExecutor:
             entry = (os.getpid(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"nst_hf-{name}"))
             _pools[key] = entry
         return entry[1]
+
+
+def compute_threads() -> int:
+    """Threads for native compute: torch's intra-op setting (which the pipeline's workers lower), else the CPUs."""
+    import sys
+
+    if "torch" in sys.modules:
+        return max(1, sys.modules["torch"].get_num_threads())
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)

@@ -16,7 +16,13 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage, signal as sps
 
+from nst_hf._threads import compute_threads, thread_pool
 from nst_hf.errors import ConstantSignalError, InvalidSignalError
+
+try:
+    from nst_hf import _rank_filter
+except ImportError:  # built without a C compiler
+    _rank_filter = None
 
 #: Scales a median absolute deviation to a Gaussian standard deviation.
 MAD_TO_SD = 1.4826
@@ -25,6 +31,8 @@ SPIKE_WINDOW = 5000
 BASELINE_WINDOW = 5001
 SPIKE_THRESHOLD_SD = 5.0
 KMEANS_MEDIAN_KERNEL = 5
+#: Fewest output samples per thread of the compiled running median (each share sorts one window to start).
+RANK_FILTER_MIN_SHARE = 65_536
 NORMALIZATIONS = ("med_mad", "none")
 
 FloatArray = npt.NDArray[np.float32]
@@ -96,12 +104,30 @@ def running_median(x, window: int) -> FloatArray:
     """``scipy.ndimage.median_filter(x, size=window, mode="reflect")``.
 
     For an even ``window`` SciPy takes samples ``i - window//2 … i + window//2 - 1`` and returns the
-    upper of the two middle values.
+    upper of the two middle values. Signals of at least ``window`` samples go through the compiled
+    ``nst_hf._rank_filter`` (the same values; it releases the GIL, so long reads are split over threads);
+    shorter ones, or installs without the compiled module, use SciPy itself.
     """
     x = _as_signal(x)
     if x.size == 0:
         return x.copy()
-    return ndimage.median_filter(x, size=window, mode="reflect")
+    if _rank_filter is None or x.size < window or os.environ.get("NST_HF_DISABLE_NATIVE_MEDIAN", "") not in ("", "0"):
+        return ndimage.median_filter(x, size=window, mode="reflect")
+    left = window // 2
+    padded = np.pad(x, (left, window - 1 - left), mode="symmetric")  # = SciPy's "reflect" for pads <= len(x)
+    out = np.empty_like(x)
+    threads = max(1, min(compute_threads(), x.size // RANK_FILTER_MIN_SHARE))
+    share = -(-x.size // threads)
+    ranges = [(start, min(x.size, start + share)) for start in range(0, x.size, share)]
+
+    def fill(bounds: tuple[int, int]) -> None:
+        _rank_filter.running_rank(padded, out, window, window // 2, bounds[0], bounds[1])
+
+    if len(ranges) == 1:
+        fill(ranges[0])
+    else:
+        list(thread_pool("rank-filter", len(ranges)).map(fill, ranges))
+    return out
 
 
 def resample_signal(x, source_rate: float, target_rate: float) -> FloatArray:

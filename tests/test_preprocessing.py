@@ -155,3 +155,24 @@ def test_config_json_round_trip(tmp_path):
     assert pp.PreprocessingConfig.load(path) == config
     with pytest.raises(ValueError, match="unknown preprocessing fields"):
         pp.PreprocessingConfig.from_dict({"medf": 5})
+
+
+def test_compiled_running_median_equals_scipy_everywhere(real_reads):
+    """nst_hf._rank_filter (split over threads for long reads) returns exactly SciPy's values."""
+    from scipy import ndimage
+
+    from nst_hf import _rank_filter
+
+    assert _rank_filter is not None, "nst_hf._rank_filter is not built: reinstall with a C compiler"
+    rng = np.random.default_rng(3)
+    signals = [rng.standard_normal(300_001).astype(np.float32),              # split over threads
+               rng.integers(-5, 5, 150_000).astype(np.float32),              # many ties
+               rng.standard_normal(5000).astype(np.float32),                 # exactly one window
+               *[pp.normalize(signal) for signal, _ in real_reads[:4]]]
+    for x in signals:
+        for window in (1, 2, 5, 5000, 5001):
+            if x.size >= window:
+                np.testing.assert_array_equal(pp.running_median(x, window),
+                                              ndimage.median_filter(x, size=window, mode="reflect"))
+    with pytest.raises(ValueError, match="rank < window"):
+        _rank_filter.running_rank(signals[0], np.empty(10, np.float32), 5, 5, 0, 5)
