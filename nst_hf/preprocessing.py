@@ -32,7 +32,7 @@ BASELINE_WINDOW = 5001
 SPIKE_THRESHOLD_SD = 5.0
 KMEANS_MEDIAN_KERNEL = 5
 #: Fewest output samples per thread of the compiled running median (each share sorts one window to start).
-RANK_FILTER_MIN_SHARE = 65_536
+RANK_FILTER_MIN_SHARE = 20_000
 NORMALIZATIONS = ("med_mad", "none")
 
 FloatArray = npt.NDArray[np.float32]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from transformers import BatchEncoding, PreTrainedTokenizer
 
+from nst_hf._threads import compute_threads, thread_pool
 from nst_hf.errors import CheckpointError, ConstantSignalError, InvalidReadError, InvalidSignalError, NstHfError
 from nst_hf.io import SignalRecord, SkippedRead, open_reads
 from nst_hf.preprocessing import PreprocessingConfig, preprocess, resample_signal
@@ -262,8 +263,30 @@ class NstBaseTokenizer(PreTrainedTokenizer):
             sampling_rates = [sampling_rates] * len(signals)
         levels = self._levels(token_type)
         config = self._effective_config(**overrides)
-        prepared = [self.preprocess_signal(s, r, resample, config) for s, r in zip(signals, sampling_rates)]
-        return self._encode_preprocessed(prepared, levels)
+        outcomes = self._preprocess_many(signals, sampling_rates, resample, config)
+        for _, error in outcomes:
+            if error is not None:
+                raise error
+        return self._encode_preprocessed([signal for signal, _ in outcomes], levels)
+
+    def _preprocess_many(self, signals: list, sampling_rates: list, resample: bool,
+                         config: PreprocessingConfig | None = None) -> list[tuple[np.ndarray | None, Exception | None]]:
+        """``(preprocessed signal, None)`` or ``(None, error)`` per signal, several signals at once on threads.
+
+        NumPy, SciPy and nst_hf's running median release the GIL for most of their work, so the
+        single-threaded chains of different reads (notably the K-Means chain) run in parallel.
+        """
+        def one(signal_and_rate) -> tuple[np.ndarray | None, Exception | None]:
+            try:
+                return self.preprocess_signal(signal_and_rate[0], signal_and_rate[1], resample, config), None
+            except (NstHfError, ValueError) as exc:
+                return None, exc
+
+        pairs = list(zip(signals, sampling_rates))
+        threads = min(compute_threads(), len(pairs))
+        if threads < 2:
+            return [one(pair) for pair in pairs]
+        return list(thread_pool("preprocess", threads).map(one, pairs))
 
     def tokenize_data(self, signal_pa, do_normalize: bool | None = None, medf: int | None = None,
                       lpf: float | None = None, token_type: str | None = None, sampling_rate: float | None = None,
@@ -326,27 +349,30 @@ class NstBaseTokenizer(PreTrainedTokenizer):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         levels = self._levels(token_type)
-        pending: list[tuple[SignalRecord, np.ndarray | None, str | None]] = []
+        pending: list[SignalRecord] = []
         pending_samples = 0
 
         def flush():
-            good = [i for i, (_, signal, _) in enumerate(pending) if signal is not None]
-            codes = self._encode_preprocessed([pending[i][1] for i in good], levels) if good else []
-            by_index = dict(zip(good, codes))
-            for i, (record, _, error) in enumerate(pending):
-                yield record, by_index.get(i), error
-
-        for record in records:
-            try:
-                prepared = self.preprocess_signal(record.signal_pa, record.sampling_rate, resample)
-                pending.append((record, prepared, None))
-                pending_samples += record.num_samples
-            except (NstHfError, ValueError) as exc:
+            outcomes = self._preprocess_many([r.signal_pa for r in pending], [r.sampling_rate for r in pending],
+                                             resample)
+            errors: dict[int, str] = {}
+            for i, (record, (_, exc)) in enumerate(zip(pending, outcomes)):
+                if exc is None:
+                    continue
                 message = f"{record.source_file or '<memory>'}: read {record.read_id}: {exc}"
                 if on_error == "raise":
                     raise InvalidReadError(message, path=record.source_file, read_id=record.read_id) from exc
                 logger.warning("skipping read %s: %s", record.read_id, exc)
-                pending.append((record, None, str(exc)))
+                errors[i] = str(exc)
+            good = [i for i in range(len(pending)) if i not in errors]
+            codes = self._encode_preprocessed([outcomes[i][0] for i in good], levels) if good else []
+            by_index = dict(zip(good, codes))
+            for i, record in enumerate(pending):
+                yield record, by_index.get(i), errors.get(i)
+
+        for record in records:
+            pending.append(record)
+            pending_samples += record.num_samples
             if pending_samples >= batch_samples:
                 yield from flush()
                 pending, pending_samples = [], 0
