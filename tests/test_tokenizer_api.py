@@ -139,15 +139,21 @@ def test_reads_preprocessed_on_threads_keep_order_and_errors(kmeans, demo_reads)
     """Several reads are preprocessed at once on threads: codes, order and each read's error stay its own."""
     bad = nst_hf.SignalRecord(read_id="bad", signal=np.zeros(4000, np.int16), sampling_rate=4000.0,
                               offset=float("nan"), range=1500.0, digitisation=8192.0)
-    records = [demo_reads[1], bad, demo_reads[2], demo_reads[3]]
-    one_by_one = [kmeans.encode_signals_to_codes([r.signal_pa], r.sampling_rate)[0] for r in records if r is not bad]
+    uncalibrated = nst_hf.SignalRecord(read_id="uncalibrated", signal=demo_reads[0].signal[:4000], sampling_rate=4000.0,
+                                       offset=None, range=None, digitisation=None)
+    records = [demo_reads[1], bad, demo_reads[2], uncalibrated, demo_reads[3]]
+    good = [r for r in records if r not in (bad, uncalibrated)]
+    one_by_one = [kmeans.encode_signals_to_codes([r.signal_pa], r.sampling_rate)[0] for r in good]
     out = list(kmeans.iter_tokenized(records, on_error="skip"))
     assert [r.read_id for r, _, _ in out] == [r.read_id for r in records]
     assert out[1][1] is None and "NaN" in out[1][2]
-    for expected, (_, codes, error) in zip(one_by_one, [out[0], out[2], out[3]]):
+    assert out[3][1] is None and "calibration" in out[3][2]
+    with pytest.raises(InvalidReadError, match="read uncalibrated"):
+        list(kmeans.iter_tokenized(records[2:], on_error="raise"))
+    for expected, (_, codes, error) in zip(one_by_one, [out[0], out[2], out[4]]):
         assert error is None
         np.testing.assert_array_equal(codes, expected)
-    together = kmeans.encode_signals_to_codes([r.signal_pa for r in records if r is not bad], 4000.0)
+    together = kmeans.encode_signals_to_codes([r.signal_pa for r in good], 4000.0)
     for expected, codes in zip(one_by_one, together):
         np.testing.assert_array_equal(codes, expected)
     with pytest.raises(InvalidSignalError):

@@ -271,14 +271,18 @@ class NstBaseTokenizer(PreTrainedTokenizer):
 
     def _preprocess_many(self, signals: list, sampling_rates: list, resample: bool,
                          config: PreprocessingConfig | None = None) -> list[tuple[np.ndarray | None, Exception | None]]:
-        """``(preprocessed signal, None)`` or ``(None, error)`` per signal, several signals at once on threads.
+        """``(preprocessed signal, None)`` or ``(None, error)`` per signal (a pA array or a
+        :class:`SignalRecord`), several signals at once on threads.
 
         NumPy, SciPy and nst_hf's running median release the GIL for most of their work, so the
         single-threaded chains of different reads (notably the K-Means chain) run in parallel.
         """
         def one(signal_and_rate) -> tuple[np.ndarray | None, Exception | None]:
+            signal, rate = signal_and_rate
             try:
-                return self.preprocess_signal(signal_and_rate[0], signal_and_rate[1], resample, config), None
+                if isinstance(signal, SignalRecord):  # calibration can fail: it belongs to this read's outcome
+                    signal = signal.signal_pa
+                return self.preprocess_signal(signal, rate, resample, config), None
             except (NstHfError, ValueError) as exc:
                 return None, exc
 
@@ -353,8 +357,7 @@ class NstBaseTokenizer(PreTrainedTokenizer):
         pending_samples = 0
 
         def flush():
-            outcomes = self._preprocess_many([r.signal_pa for r in pending], [r.sampling_rate for r in pending],
-                                             resample)
+            outcomes = self._preprocess_many(pending, [r.sampling_rate for r in pending], resample)
             errors: dict[int, str] = {}
             for i, (record, (_, exc)) in enumerate(zip(pending, outcomes)):
                 if exc is None:
