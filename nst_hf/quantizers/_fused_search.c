@@ -5,8 +5,9 @@
  * by a minimum is bound by that memory traffic when D is small).
  *
  * The codebook is packed by Python as [K/16][D][16] (K padded with +inf norms), so one tile of 16 codes
- * is two AVX vectors per dimension. Rows go in tiles of ROWS = 6 (12 accumulators + 2 code vectors
- * + 1 broadcast fill the 16 AVX registers; the last tile repeats its last row).
+ * is two AVX vectors per dimension; codes l and l + 8 share lane l of the running best/runner-up
+ * state. Rows go in tiles of ROWS = 6 (12 accumulators + 2 code vectors + 1 broadcast fill the 16
+ * AVX registers; the last tile repeats its last row).
  * Scores are plain fp32; the caller proves each winner with an error bound and re-decides near-ties in
  * float64, so the evaluation order here never changes a token.
  *
@@ -67,35 +68,38 @@ static int search_generic(const float *x, const float *packed, const float *norm
 
 /* Per-lane state of one row: best, its index and the runner-up in each of the 16 lanes. */
 typedef struct {
-    __m256 b1[2], b2[2];
-    __m256i bi[2];
+    __m256 b1, b2;
+    __m256i bi;
 } lane_state;
 
-__attribute__((target("avx2,fma"))) static inline void update_state(lane_state *st, __m256 s, int half,
-                                                                     __m256i ids) {
-    const __m256 lt = _mm256_cmp_ps(s, st->b1[half], _CMP_LT_OQ);
-    st->b2[half] = _mm256_min_ps(st->b2[half], _mm256_max_ps(st->b1[half], s));
-    st->bi[half] = _mm256_castps_si256(
-        _mm256_blendv_ps(_mm256_castsi256_ps(st->bi[half]), _mm256_castsi256_ps(ids), lt));
-    st->b1[half] = _mm256_min_ps(st->b1[half], s);
+/* Codes l and l + 8 of a tile share lane l: the pair's winner (the lower code on equal scores) updates
+ * the lane's best, and its loser is a runner-up candidate. */
+__attribute__((target("avx2,fma"))) static inline void update_state(lane_state *st, __m256 s0, __m256 s1,
+                                                                     __m256i ids0, __m256i ids1) {
+    const __m256 second_wins = _mm256_cmp_ps(s1, s0, _CMP_LT_OQ);
+    const __m256 low = _mm256_min_ps(s0, s1), high = _mm256_max_ps(s0, s1);
+    const __m256i low_ids = _mm256_castps_si256(
+        _mm256_blendv_ps(_mm256_castsi256_ps(ids0), _mm256_castsi256_ps(ids1), second_wins));
+    const __m256 lt = _mm256_cmp_ps(low, st->b1, _CMP_LT_OQ);
+    st->b2 = _mm256_min_ps(_mm256_min_ps(st->b2, high), _mm256_max_ps(st->b1, low));
+    st->bi = _mm256_castps_si256(
+        _mm256_blendv_ps(_mm256_castsi256_ps(st->bi), _mm256_castsi256_ps(low_ids), lt));
+    st->b1 = _mm256_min_ps(st->b1, low);
 }
 
 /* Reduce one row's 16 lanes: smallest score (lowest code on equal scores) and the runner-up. */
 __attribute__((target("avx2,fma"))) static void finish_row(const lane_state *st, float *best,
                                                            int64_t *index, float *second) {
-    float b1[LANES], b2[LANES];
-    int32_t bi[LANES];
-    _mm256_storeu_ps(b1, st->b1[0]);
-    _mm256_storeu_ps(b1 + 8, st->b1[1]);
-    _mm256_storeu_ps(b2, st->b2[0]);
-    _mm256_storeu_ps(b2 + 8, st->b2[1]);
-    _mm256_storeu_si256((__m256i *)bi, st->bi[0]);
-    _mm256_storeu_si256((__m256i *)(bi + 8), st->bi[1]);
+    float b1[8], b2[8];
+    int32_t bi[8];
+    _mm256_storeu_ps(b1, st->b1);
+    _mm256_storeu_ps(b2, st->b2);
+    _mm256_storeu_si256((__m256i *)bi, st->bi);
     int w = 0;
-    for (int l = 1; l < LANES; l++)
+    for (int l = 1; l < 8; l++)
         if (b1[l] < b1[w] || (b1[l] == b1[w] && bi[l] < bi[w])) w = l;
     float runner = INFINITY;
-    for (int l = 0; l < LANES; l++) {
+    for (int l = 0; l < 8; l++) {
         if (b2[l] < runner) runner = b2[l];
         if (l != w && b1[l] < runner) runner = b1[l];
     }
@@ -137,11 +141,9 @@ __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const
         const Py_ssize_t rb_end = rb + rows_per_block < row_stop ? rb + rows_per_block : row_stop;
         /* rows_per_block is a multiple of ROWS, so a last partial tile's repeated rows stay inside */
         for (Py_ssize_t k = 0; k < rows_per_block; k++) {
-            for (int h = 0; h < 2; h++) {
-                states[k].b1[h] = _mm256_set1_ps(INFINITY);
-                states[k].b2[h] = _mm256_set1_ps(INFINITY);
-                states[k].bi[h] = _mm256_setzero_si256();
-            }
+            states[k].b1 = _mm256_set1_ps(INFINITY);
+            states[k].b2 = _mm256_set1_ps(INFINITY);
+            states[k].bi = _mm256_setzero_si256();
         }
         for (Py_ssize_t t0 = 0; t0 < tiles; t0 += tiles_per_block) {
             const Py_ssize_t t1 = t0 + tiles_per_block < tiles ? t0 + tiles_per_block : tiles;
@@ -167,10 +169,9 @@ __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const
                     const __m256i base = _mm256_set1_epi32((int)(t * LANES));
                     const __m256i ids0 = _mm256_add_epi32(base, lane_ids0);
                     const __m256i ids1 = _mm256_add_epi32(base, lane_ids1);
-                    for (int r = 0; r < ROWS; r++) {
-                        update_state(&st[r], _mm256_fmadd_ps(minus_two, acc[r][0], n0), 0, ids0);
-                        update_state(&st[r], _mm256_fmadd_ps(minus_two, acc[r][1], n1), 1, ids1);
-                    }
+                    for (int r = 0; r < ROWS; r++)
+                        update_state(&st[r], _mm256_fmadd_ps(minus_two, acc[r][0], n0),
+                                     _mm256_fmadd_ps(minus_two, acc[r][1], n1), ids0, ids1);
                 }
             }
         }
