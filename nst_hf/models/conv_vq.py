@@ -151,7 +151,8 @@ def _single_channel_conv(conv: nn.Conv1d, signal: torch.Tensor) -> torch.Tensor:
     kernel, stride, padding = conv.kernel_size[0], conv.stride[0], conv.padding[0]
     out = torch.ops.aten.thnn_conv2d(signal.unsqueeze(2), conv.weight.unsqueeze(2), [1, kernel], None,
                                      [1, stride], [0, padding]).squeeze(2)
-    # the bias is added after the sum, as oneDNN does, so that the outputs are bit-identical to conv(signal)
+    # same values as conv(signal) up to fp32 rounding: bit-identical for the bias-free VQ first layers here,
+    # the last bit differs for the RVQ layer with bias (oneDNN sums in another order)
     return out if conv.bias is None else out.add_(conv.bias[:, None])
 
 

@@ -66,7 +66,7 @@ static int search_generic(const float *x, const float *packed, const float *norm
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-/* Per-lane state of one row: best, its index and the runner-up in each of the 16 lanes. */
+/* Per-lane state of one row: best, its code and the runner-up in each of 8 lanes (2 codes per tile). */
 typedef struct {
     __m256 b1, b2;
     __m256i bi;
@@ -87,7 +87,7 @@ __attribute__((target("avx2,fma"))) static inline void update_state(lane_state *
     st->b1 = _mm256_min_ps(st->b1, low);
 }
 
-/* Reduce one row's 16 lanes: smallest score (lowest code on equal scores) and the runner-up. */
+/* Reduce one row's 8 lanes: smallest score (lowest code on equal scores) and the runner-up. */
 __attribute__((target("avx2,fma"))) static void finish_row(const lane_state *st, float *best,
                                                            int64_t *index, float *second) {
     float b1[8], b2[8];
