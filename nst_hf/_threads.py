@@ -21,6 +21,25 @@ def thread_pool(name: str, workers: int) -> ThreadPoolExecutor:
         return entry[1]
 
 
+def run_in_ranges(name: str, function, total: int, threads: int, granule: int = 1) -> None:
+    """Call ``function(start, stop)`` on contiguous ranges covering ``range(total)``, at most one per thread.
+
+    Ranges are a multiple of ``granule`` long (the last may be shorter). A single range runs in the
+    caller's thread; otherwise they run on the pool ``name`` and the first exception is raised here.
+    """
+    if total <= 0:
+        return
+    threads = max(1, int(threads))
+    share = -(-total // (threads * granule)) * granule
+    ranges = [(start, min(total, start + share)) for start in range(0, total, share)]
+    if len(ranges) == 1:
+        function(*ranges[0])
+        return
+    pool = thread_pool(name, threads)
+    for future in [pool.submit(function, start, stop) for start, stop in ranges]:
+        future.result()
+
+
 def compute_threads() -> int:
     """Threads for native compute: torch's intra-op setting (which the pipeline's workers lower), else the CPUs."""
     import sys

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage, signal as sps
 
-from nst_hf._threads import compute_threads, thread_pool
+from nst_hf._threads import compute_threads, run_in_ranges
 from nst_hf.errors import ConstantSignalError, InvalidSignalError
 
 try:
@@ -116,17 +116,11 @@ def running_median(x, window: int) -> FloatArray:
     left = window // 2
     padded = np.pad(x, (left, window - 1 - left), mode="symmetric")  # = SciPy's "reflect" for pads <= len(x)
     out = np.empty_like(x)
-    threads = max(1, min(compute_threads(), x.size // RANK_FILTER_MIN_SHARE))
-    share = -(-x.size // threads)
-    ranges = [(start, min(x.size, start + share)) for start in range(0, x.size, share)]
 
-    def fill(bounds: tuple[int, int]) -> None:
-        _rank_filter.running_rank(padded, out, window, window // 2, bounds[0], bounds[1])
+    def fill(start: int, stop: int) -> None:
+        _rank_filter.running_rank(padded, out, window, window // 2, start, stop)
 
-    if len(ranges) == 1:
-        fill(ranges[0])
-    else:
-        list(thread_pool("rank-filter", len(ranges)).map(fill, ranges))
+    run_in_ranges("rank-filter", fill, x.size, min(compute_threads(), x.size // RANK_FILTER_MIN_SHARE))
     return out
 
 

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from nst_hf._threads import thread_pool
+from nst_hf._threads import run_in_ranges
 
 try:
     from nst_hf.quantizers import _fused_search
@@ -77,21 +77,9 @@ def best_two(x: np.ndarray, codebook: PackedCodebook, threads: int = 1) -> tuple
     best = np.empty(rows, dtype=np.float32)
     index = np.empty(rows, dtype=np.int64)
     second = np.empty(rows, dtype=np.float32)
-    if rows == 0:
-        return best, index, second
-    threads = max(1, min(int(threads), rows // MIN_ROWS_PER_THREAD))
-
     def run(start: int, stop: int) -> None:
         _fused_search.nearest_two(x, codebook.packed, codebook.norms, best, index, second, rows,
                                   codebook.dim, codebook.padded_codes, start, stop)
 
-    if threads == 1:
-        run(0, rows)
-        return best, index, second
-    share = -(-rows // threads // ROW_TILE) * ROW_TILE
-    bounds = [(start, min(rows, start + share)) for start in range(0, rows, share)]
-    pool = thread_pool("search", threads)
-    futures = [pool.submit(run, start, stop) for start, stop in bounds]
-    for future in futures:
-        future.result()
+    run_in_ranges("search", run, rows, min(int(threads), rows // MIN_ROWS_PER_THREAD), granule=ROW_TILE)
     return best, index, second
