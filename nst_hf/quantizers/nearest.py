@@ -161,12 +161,24 @@ def nearest_codes_fused(x: np.ndarray, packed: fused.PackedCodebook, codebook: n
                         threads: int | None = None) -> np.ndarray:
     """Exact nearest codes of fp32 ``x`` ``[N, D]`` with the fused kernel (``threads``: torch's count by default)."""
     best, index, second = fused.best_two(x, packed, threads or torch.get_num_threads())
-    _check_finite(best)
-    x_sq = np.einsum("ij,ij->i", x, x)
-    limit = best + fp32_distance_error_bound(np.sqrt(x_sq), best + x_sq, packed.dim)
-    close = np.flatnonzero(second <= limit)
+    x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
+    return prove_winners(x, codebook, index, best + x_sq, second + x_sq, x_sq)
+
+
+def prove_winners(vectors: np.ndarray, codebook: np.ndarray, index: np.ndarray, best_distance: np.ndarray,
+                  runner_up_distance: np.ndarray, x_sq: np.ndarray) -> np.ndarray:
+    """Make an fp32 best-two search exact: every row whose runner-up lies within the fp32 error bound of
+    its winner is decided again by :func:`resolve_near_ties`.
+
+    ``best_distance`` / ``runner_up_distance`` are the search's squared distances, ``x_sq`` = ``|x|²`` per
+    row; ``index`` (the search's winners) is updated in place and returned.
+    """
+    _check_finite(best_distance)
+    best_distance = np.asarray(best_distance, dtype=np.float64)
+    bound = fp32_distance_error_bound(np.sqrt(x_sq), best_distance, codebook.shape[1])
+    close = np.flatnonzero(np.asarray(runner_up_distance, dtype=np.float64) - best_distance <= bound)
     if close.size:
-        index[close] = resolve_near_ties(x, codebook, close)
+        index[close] = resolve_near_ties(vectors, codebook, close)
     return index
 
 

@@ -13,8 +13,7 @@ from nst_hf.errors import CheckpointError
 from nst_hf.output import atomic_write_json
 from nst_hf.preprocessing import PreprocessingConfig
 from nst_hf.quantizers import fused
-from nst_hf.quantizers.nearest import (fp32_distance_error_bound, nearest_codes_fused, packed_codebook,
-                                       resolve_near_ties)
+from nst_hf.quantizers.nearest import nearest_codes_fused, packed_codebook, prove_winners
 from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
 
 logger = logging.getLogger(__name__)
@@ -83,13 +82,10 @@ def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, index=None, me
     k = min(2, centroids.shape[0])
     distances, labels = index.search(vectors, k)
     best = labels[:, 0].astype(np.int64)
-    if k == 2:
-        x_norm = np.linalg.norm(vectors, axis=1)
-        bound = fp32_distance_error_bound(x_norm, distances[:, 0].astype(np.float64), centroids.shape[1])
-        unsure = np.flatnonzero(distances[:, 1] - distances[:, 0] <= bound)
-        if unsure.size:
-            best[unsure] = resolve_near_ties(vectors, centroids, unsure)
-    return best
+    if k == 1:
+        return best
+    return prove_winners(vectors, centroids, best, distances[:, 0], distances[:, 1],
+                         np.einsum("ij,ij->i", vectors, vectors).astype(np.float64))
 
 
 class _LazyIndex:
