@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from transformers import BatchEncoding, PreTrainedTokenizer
 
+from nst_hf._allocator import keep_freed_memory
 from nst_hf._threads import compute_threads, thread_pool
 from nst_hf.errors import CheckpointError, ConstantSignalError, InvalidReadError, InvalidSignalError, NstHfError
 from nst_hf.io import SignalRecord, SkippedRead, open_reads
@@ -263,6 +264,7 @@ class NstBaseTokenizer(PreTrainedTokenizer):
             sampling_rates = [sampling_rates] * len(signals)
         levels = self._levels(token_type)
         config = self._effective_config(**overrides)
+        keep_freed_memory()
         outcomes = self._preprocess_many(signals, sampling_rates, resample, config)
         for _, error in outcomes:
             if error is not None:
@@ -357,6 +359,7 @@ class NstBaseTokenizer(PreTrainedTokenizer):
         pending_samples = 0
 
         def flush():
+            keep_freed_memory()
             outcomes = self._preprocess_many(pending, [r.sampling_rate for r in pending], resample)
             errors: dict[int, str] = {}
             for i, (record, (_, exc)) in enumerate(zip(pending, outcomes)):
