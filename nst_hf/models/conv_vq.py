@@ -139,23 +139,6 @@ def _build_decoder(config: NstConvVQConfig) -> nn.Sequential:
     )
 
 
-def _single_channel_conv(conv: nn.Conv1d, signal: torch.Tensor) -> torch.Tensor:
-    """``conv(signal)`` for a one-input-channel ``Conv1d`` via ATen's im2col + GEMM kernel (``thnn_conv2d``).
-
-    Falls back to ``conv`` for other layers or where the kernel is unavailable. Each output depends only
-    on its own receptive field, never on the batch or the signal length (tested).
-    """
-    if conv.in_channels != 1 or conv.groups != 1 or conv.dilation != (1,) or conv.padding_mode != "zeros" \
-            or not hasattr(torch.ops.aten, "thnn_conv2d"):
-        return conv(signal)
-    kernel, stride, padding = conv.kernel_size[0], conv.stride[0], conv.padding[0]
-    out = torch.ops.aten.thnn_conv2d(signal.unsqueeze(2), conv.weight.unsqueeze(2), [1, kernel], None,
-                                     [1, stride], [0, padding]).squeeze(2)
-    # same values as conv(signal) up to fp32 rounding: bit-identical for the bias-free VQ first layers here,
-    # the last bit differs for the RVQ layer with bias (oneDNN sums in another order)
-    return out if conv.bias is None else out.add_(conv.bias[:, None])
-
-
 class NstConvVQModel(nn.Module):
     """Conv encoder, ``num_quantizers`` codebooks and a decoder, built from :class:`NstConvVQConfig`.
 
@@ -172,15 +155,13 @@ class NstConvVQModel(nn.Module):
     def encode_latent(self, signal: torch.Tensor) -> torch.Tensor:
         """``[B, 1, L]`` normalised signal → ``[B, D, ceil(L / d)]`` continuous latent.
 
-        Without gradients on a CPU this runs the same layers faster: the single-channel first
-        convolution through ATen's im2col + GEMM kernel (oneDNN is up to 15x slower for one input channel)
-        and SiLU in place.
+        Without gradients this runs the same layers with SiLU in place (one memory pass less per layer;
+        bit-identical).
         """
-        if self.training or torch.is_grad_enabled() or signal.device.type != "cpu":
+        if self.training or torch.is_grad_enabled():
             return self.encoder(signal)
-        layers = list(self.encoder)
-        hidden = _single_channel_conv(layers[0], signal)
-        for layer in layers[1:]:
+        hidden = signal
+        for layer in self.encoder:
             hidden = nn.functional.silu(hidden, inplace=True) if isinstance(layer, nn.SiLU) else layer(hidden)
         return hidden
 

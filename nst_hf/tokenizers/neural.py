@@ -134,10 +134,9 @@ class _NeuralTokenizer(NstBaseTokenizer):
                     full.append((index, window, piece))
                 else:
                     short.setdefault(window.length, []).append((index, window, piece))
-        groups = [full[i:i + self.batch_windows] for i in range(0, len(full), self.batch_windows)]
+        groups = _batches(full, self.batch_windows)
         for items in short.values():
-            per_batch = max(1, self.batch_windows * width // max(items[0][1].length, 1))
-            groups += [items[i:i + per_batch] for i in range(0, len(items), per_batch)]
+            groups += _batches(items, max(1, self.batch_windows * width // max(items[0][1].length, 1)))
         with torch.inference_mode():
             pending, pending_rows = [], 0
             for group in groups:
@@ -152,8 +151,13 @@ class _NeuralTokenizer(NstBaseTokenizer):
         return results
 
     def _latent_vectors(self, group) -> torch.Tensor:
-        """Encode one batch of windows; the kept frames of every window as ``[frames, D]`` rows."""
-        batch = torch.from_numpy(np.stack([piece for _, _, piece in group])).unsqueeze(1).to(self.device)
+        """Encode one batch of windows; the kept frames of every window as ``[frames, D]`` rows.
+
+        A single window is encoded as a batch of two copies: torch runs a batch of one through other conv
+        kernels whose fp32 results differ in the last bit, which could flip a near-tie token.
+        """
+        pieces = [piece for _, _, piece in group]
+        batch = torch.from_numpy(np.stack(pieces * 2 if len(pieces) == 1 else pieces)).unsqueeze(1).to(self.device)
         latent = self.model.encode_latent(batch)  # [B, D, frames]
         kept = [latent[b, :, w.keep_start - w.start:w.keep_end - w.start] for b, (_, w, _) in enumerate(group)]
         return torch.cat(kept, dim=1).T.contiguous()
@@ -243,3 +247,10 @@ class NstRVQTokenizer(_NeuralTokenizer):
     bwav_kind = "rvq"
     is_rvq = True
 
+
+def _batches(items: list, size: int) -> list[list]:
+    """``items`` in batches of ``size``; a last batch of one joins the one before (see ``_latent_vectors``)."""
+    batches = [items[i:i + size] for i in range(0, len(items), size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2] = batches[-2] + batches.pop()
+    return batches
