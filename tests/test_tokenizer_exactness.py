@@ -125,3 +125,15 @@ def test_a_window_alone_gets_the_latents_it_gets_beside_another(neural, real_sig
         batch_of_one = neural.model.encode_latent(torch.from_numpy(group[0][2])[None, None])
         assert not torch.equal(batch_of_one, neural.model.encode_latent(torch.from_numpy(np.stack([group[0][2]] * 2))[:, None])[:1]), \
             "torch now computes a batch of one like a batch: the two-copy workaround can go"
+
+
+def test_batches_keep_order_and_never_end_with_a_lone_window():
+    from nst_hf.tokenizers.neural import _batches
+
+    for count in range(12):
+        for size in (1, 2, 3, 4):
+            batches = _batches(list(range(count)), size)
+            assert [item for batch in batches for item in batch] == list(range(count))
+            assert all(len(batch) <= size + 1 for batch in batches)
+            if count > 1 and size > 1:
+                assert all(len(batch) > 1 for batch in batches), (count, size, batches)

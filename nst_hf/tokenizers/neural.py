@@ -252,5 +252,6 @@ def _batches(items: list, size: int) -> list[list]:
     """``items`` in batches of ``size``; a last batch of one joins the one before (see ``_latent_vectors``)."""
     batches = [items[i:i + size] for i in range(0, len(items), size)]
     if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2] = batches[-2] + batches.pop()
+        last = batches.pop()
+        batches[-1] = batches[-1] + last
     return batches
