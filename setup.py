@@ -7,7 +7,8 @@ setup(
         Extension(
             "nst_hf.quantizers._fused_search",
             ["nst_hf/quantizers/_fused_search.c"],
-            extra_compile_args=["-O3"],
+            # -ffp-contract=off: pair_distances must round like its NumPy twin (no fused multiply-add)
+            extra_compile_args=["-O3", "-ffp-contract=off"],
             optional=True,  # without a C compiler nst_hf still installs and searches with torch
         ),
         Extension(

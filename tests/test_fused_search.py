@@ -34,16 +34,19 @@ def test_kernel_is_built_with_the_simd_path():
     assert fused.kernel_name() == ("avx2" if " avx2" in flags and " fma" in flags else "generic")
 
 
-@pytest.mark.parametrize("num_codes,dim", [(8192, 64), (1000, 48), (17, 5), (1, 3)])
-def test_best_two_scores_within_the_error_bound(num_codes, dim):
+@pytest.mark.parametrize("num_codes,dim,offset", [(8192, 64, 0), (1000, 48, 0), (17, 5, 0), (1, 3, 0), (1024, 512, 0),
+                                                  (300, 130, 0), (256, 512, 1.0)])
+def test_best_two_scores_within_the_error_bound(num_codes, dim, offset):
+    """Kernel scores err by at most γ_n(|c|² + 2|x||c|), n = score_error_terms(D) (blocked sums), also for
+    all-positive vectors whose rounding errors pile up (offset 1)."""
     rng = np.random.default_rng(num_codes + dim)
-    codebook = rng.standard_normal((num_codes, dim)).astype(np.float32) * 3
-    x = rng.standard_normal((301, dim)).astype(np.float32) * 3  # not a multiple of the 6-row tile
+    codebook = (offset + rng.standard_normal((num_codes, dim)) * (0.05 if offset else 3)).astype(np.float32)
+    x = (offset + rng.standard_normal((301, dim)) * (0.05 if offset else 3)).astype(np.float32)  # 301: not a multiple of the 6-row tile
     exact = _exact_scores(x, codebook)
     order = np.argsort(exact, axis=1, kind="stable")
     x_norm = np.linalg.norm(x.astype(np.float64), axis=1)
     c_norm = np.linalg.norm(codebook.astype(np.float64), axis=1)
-    gamma = fp32_score_error_factor(dim)
+    gamma = fp32_score_error_factor(dim, fused.score_error_terms(dim))
     for threads in (1, 2, 3):
         best, index, second = fused.best_two(x, fused.PackedCodebook(codebook), threads)
         rows = np.arange(len(x))
@@ -53,11 +56,24 @@ def test_best_two_scores_within_the_error_bound(num_codes, dim):
         # the reported best is the exact winner wherever the exact gap exceeds that error
         if num_codes > 1:
             gap = exact[rows, order[:, 1]] - exact[rows, order[:, 0]]
-            clear = gap > 1e-3
+            clear = gap > 1e-3 * (1 + offset * dim)
             np.testing.assert_array_equal(index[clear], order[clear, 0])
-            np.testing.assert_allclose(second, exact[rows, order[:, 1]], rtol=0, atol=1e-3)
+            np.testing.assert_allclose(second, exact[rows, order[:, 1]], rtol=0, atol=1e-3 * (1 + offset * dim))
         else:
             assert np.all(index == 0) and np.all(np.isinf(second))
+
+
+def test_kernel_sums_dot_products_in_blocks():
+    """score_error_terms relies on blocked summation. x = (2^24, 1, 1, ...), c = (1, ...): summed in one
+    chain every +1 after 2^24 rounds away; in blocks of DIM_BLOCK the second block's sum survives."""
+    assert fused.score_error_terms(512) == fused.DIM_BLOCK + 512 // fused.DIM_BLOCK - 1 + 2
+    assert fused.score_error_terms(32) == 32 + 2
+    dim = 2 * fused.DIM_BLOCK
+    x = np.ones((1, dim), np.float32)
+    x[0, 0] = 2.0 ** 24
+    best, index, _ = fused.best_two(x, fused.PackedCodebook(np.ones((1, dim), np.float32)))
+    assert index[0] == 0
+    assert best[0] == np.float32(dim - 2 * (2.0 ** 24 + fused.DIM_BLOCK))  # one chain would give dim - 2^25
 
 
 def test_torch_scores_also_within_the_error_bound():

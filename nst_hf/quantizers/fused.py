@@ -26,6 +26,8 @@ except ImportError:  # built without a C compiler
 LANES = _fused_search.LANES if _fused_search is not None else 16
 #: Rows per register tile; thread shares are multiples of it.
 ROW_TILE = _fused_search.ROW_TILE if _fused_search is not None else 6
+#: Dimensions per block of the kernel's blocked dot products (see :func:`score_error_terms`).
+DIM_BLOCK = _fused_search.DIM_BLOCK if _fused_search is not None else 64
 #: Below this many rows one thread does the whole search (thread start-up would cost more).
 MIN_ROWS_PER_THREAD = 64
 
@@ -38,6 +40,18 @@ def available() -> bool:
 def kernel_name() -> str | None:
     """``"avx2"`` or ``"generic"`` (the code path chosen for this CPU), or None without the kernel."""
     return _fused_search.kernel_name() if _fused_search is not None else None
+
+
+def score_error_terms(dim: int) -> int:
+    """``n`` such that every kernel score errs by at most ``γ_n (|c|² + 2|x||c|)`` (``γ_n = nu / (1 − nu)``).
+
+    The kernel sums each dot product in blocks of :data:`DIM_BLOCK` dimensions (one rounding per
+    product-add) and then the block sums in order, so a product passes through at most
+    ``DIM_BLOCK + ceil(D / DIM_BLOCK) − 1`` roundings; the norm (float64, rounded once) and the final
+    ``|c|² − 2t`` add two more. For ``D = 512`` that is ``γ_73`` where any summation order needs ``γ_513``.
+    """
+    blocks = -(-dim // DIM_BLOCK)
+    return (dim if blocks <= 1 else DIM_BLOCK + blocks - 1) + 2
 
 
 class PackedCodebook:
@@ -57,7 +71,8 @@ class PackedCodebook:
         padded[:self.num_codes] = codebook
         self.packed = np.ascontiguousarray(padded.reshape(-1, LANES, self.dim).transpose(0, 2, 1))
         self.norms = np.full(padded_codes, np.inf, dtype=np.float32)
-        self.norms[:self.num_codes] = (codebook * codebook).sum(axis=1)
+        # float64 then rounded once: the error bound of score_error_terms counts one rounding for |c|²
+        self.norms[:self.num_codes] = np.einsum("ij,ij->i", codebook.astype(np.float64), codebook.astype(np.float64))
         self.padded_codes = padded_codes
 
 
@@ -83,3 +98,19 @@ def best_two(x: np.ndarray, codebook: PackedCodebook, threads: int = 1) -> tuple
 
     run_in_ranges("search", run, rows, min(int(threads), rows // MIN_ROWS_PER_THREAD), granule=ROW_TILE)
     return best, index, second
+
+
+def pair_distances(vectors: np.ndarray, codebook: np.ndarray, rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """float64 ``|vectors[rows[i]] − codebook[codes[i]]|²`` per pair (four partial sums over the dimensions).
+
+    Same operations as :func:`nst_hf.quantizers.nearest.pair_distances_numpy` (equal to the last bit),
+    without materialising the ``[pairs, D]`` float64 differences.
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    codebook = np.ascontiguousarray(codebook, dtype=np.float32)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    out = np.empty(rows.size, dtype=np.float64)
+    _fused_search.pair_distances(vectors, codebook, rows, codes, out, vectors.shape[0], codebook.shape[0],
+                                 codebook.shape[1], rows.size)
+    return out

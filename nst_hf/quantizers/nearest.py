@@ -23,28 +23,30 @@ BLOCK_ROWS = 256
 _FP32_UNIT_ROUNDOFF = 2.0 ** -24
 
 
-def fp32_score_error_factor(dim: int) -> float:
-    """``γ = n·u / (1 − n·u)`` with ``n = dim + 1``: one fp32 score ``|c|² − 2x·c`` errs by at most ``γ(|c|² + 2|x||c|)``.
+def fp32_score_error_factor(dim: int, terms: int | None = None) -> float:
+    """``γ = n·u / (1 − n·u)``: one fp32 score ``|c|² − 2x·c`` errs by at most ``γ(|c|² + 2|x||c|)``.
 
-    Both dot products (``D`` products summed in any order, with or without FMA) err by at most ``γ_D``
-    times the sum of absolute terms; the final addition adds one more rounding.
+    ``terms`` is ``n``; by default ``dim + 1``, which holds for any evaluation: both dot products
+    (``D`` products summed in any order, with or without FMA) err by at most ``γ_D`` times the sum of
+    absolute terms, and the final addition adds one more rounding. A kernel with a known, shorter
+    rounding chain passes its own ``n`` (:func:`nst_hf.quantizers.fused.score_error_terms`).
     """
-    n = dim + 1
+    n = dim + 1 if terms is None else terms
     return n * _FP32_UNIT_ROUNDOFF / (1.0 - n * _FP32_UNIT_ROUNDOFF)
 
 
-def fp32_distance_error_bound(x_norm, best_distance, dim: int):
-    """Bound on how far the fp32 winner's score may lie below the true winner's (any evaluation order).
+def fp32_distance_error_bound(x_norm, best_distance, dim: int, terms: int | None = None):
+    """Bound on how far the fp32 winner's score may lie below the true winner's.
 
     If code ``w`` truly beats the fp32 winner ``f``, then ``score(w) ≤ best + e_f + e_w``. Both codes lie
     within ``sqrt(d)`` of ``x`` (``d``: the winner's squared distance), so ``|c| ≤ C = |x| + sqrt(d)`` and
-    each error is at most ``γ(C² + 2|x|C)``. ``best_distance`` is the fp32 estimate of ``d``; its own
-    error is added before the square root, and the result is widened by 0.1 % to cover the rounding of
-    the fp32 norms it is computed from (relative error ``≤ γ ≈ 4e-6``). Works for NumPy arrays and
-    torch tensors.
+    each error is at most ``γ(C² + 2|x|C)`` (``γ`` from :func:`fp32_score_error_factor` with ``terms``).
+    ``best_distance`` is the fp32 estimate of ``d``; its own error is added before the square root, and
+    the result is widened by 0.1 % to cover the rounding of the fp32 norms it is computed from (relative
+    error ``≤ γ ≈ 4e-6``). Works for NumPy arrays and torch tensors.
     """
     lib = torch if isinstance(x_norm, torch.Tensor) else np
-    gamma = fp32_score_error_factor(dim)
+    gamma = fp32_score_error_factor(dim, terms)
     distance = lib.clip(best_distance, 0, None)
     c_norm = x_norm + lib.sqrt(distance)
     distance = distance + 2.0 * gamma * (c_norm * c_norm + 2.0 * x_norm * c_norm)  # the estimate's own error
@@ -57,12 +59,34 @@ def decide_among(vectors: np.ndarray, codebook: np.ndarray, rows: np.ndarray, co
 
     Returns an array with one code per distinct row, in ascending row order; ties go to the lower code.
     """
-    diff = vectors[rows].astype(np.float64) - codebook[codes].astype(np.float64)
-    dist = np.einsum("ij,ij->i", diff, diff)
+    if fused.available() and vectors.dtype == codebook.dtype == np.float32:
+        dist = fused.pair_distances(vectors, codebook, rows, codes)
+    else:
+        dist = pair_distances_numpy(vectors, codebook, rows, codes)
     order = np.lexsort((codes, dist, rows))
     first = np.ones(order.size, dtype=bool)
     first[1:] = rows[order][1:] != rows[order][:-1]
     return codes[order][first].astype(np.int64)
+
+
+def pair_distances_numpy(vectors: np.ndarray, codebook: np.ndarray, rows: np.ndarray,
+                         codes: np.ndarray) -> np.ndarray:
+    """float64 ``|vectors[rows[i]] − codebook[codes[i]]|²``: squares of dimensions ``d ≡ j (mod 4)`` summed in
+    order into partial sum ``j``, then ``(s0 + s1) + (s2 + s3)`` — the
+    operations of the compiled :func:`nst_hf.quantizers.fused.pair_distances`, equal to the last bit."""
+    dist = np.empty(len(rows), dtype=np.float64)
+    for first in range(0, len(rows), 4096):  # pairs in chunks: the float64 differences stay cache-sized
+        chunk = slice(first, first + 4096)
+        diff = vectors[rows[chunk]].astype(np.float64) - codebook[codes[chunk]].astype(np.float64)
+        squares = diff * diff
+        pad = (-squares.shape[1]) % 4
+        if pad:  # adding +0.0 leaves a sum of squares unchanged
+            squares = np.pad(squares, ((0, 0), (0, pad)))
+        partial = np.zeros((squares.shape[0], 4), dtype=np.float64)
+        for start in range(0, squares.shape[1], 4):
+            partial += squares[:, start:start + 4]
+        dist[chunk] = (partial[:, 0] + partial[:, 1]) + (partial[:, 2] + partial[:, 3])
+    return dist
 
 
 def decide_exactly(vectors: np.ndarray, codebook: np.ndarray) -> np.ndarray:
@@ -162,20 +186,22 @@ def nearest_codes_fused(x: np.ndarray, packed: fused.PackedCodebook, codebook: n
     """Exact nearest codes of fp32 ``x`` ``[N, D]`` with the fused kernel (``threads``: torch's count by default)."""
     best, index, second = fused.best_two(x, packed, threads or torch.get_num_threads())
     x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
-    return prove_winners(x, codebook, index, best + x_sq, second + x_sq, x_sq)
+    return prove_winners(x, codebook, index, best + x_sq, second + x_sq, x_sq,
+                         score_terms=fused.score_error_terms(packed.dim))
 
 
 def prove_winners(vectors: np.ndarray, codebook: np.ndarray, index: np.ndarray, best_distance: np.ndarray,
-                  runner_up_distance: np.ndarray, x_sq: np.ndarray) -> np.ndarray:
+                  runner_up_distance: np.ndarray, x_sq: np.ndarray, score_terms: int | None = None) -> np.ndarray:
     """Make an fp32 best-two search exact: every row whose runner-up lies within the fp32 error bound of
     its winner is decided again by :func:`resolve_near_ties`.
 
     ``best_distance`` / ``runner_up_distance`` are the search's squared distances, ``x_sq`` = ``|x|²`` per
-    row; ``index`` (the search's winners) is updated in place and returned.
+    row; ``score_terms`` the search's ``n`` in :func:`fp32_score_error_factor` (default: any evaluation
+    order); ``index`` (the search's winners) is updated in place and returned.
     """
     _check_finite(best_distance)
     best_distance = np.asarray(best_distance, dtype=np.float64)
-    bound = fp32_distance_error_bound(np.sqrt(x_sq), best_distance, codebook.shape[1])
+    bound = fp32_distance_error_bound(np.sqrt(x_sq), best_distance, codebook.shape[1], score_terms)
     close = np.flatnonzero(np.asarray(runner_up_distance, dtype=np.float64) - best_distance <= bound)
     if close.size:
         index[close] = resolve_near_ties(vectors, codebook, close)
