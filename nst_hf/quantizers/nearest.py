@@ -118,16 +118,25 @@ def best_two(scores: torch.Tensor, chunk: int = 128) -> tuple[torch.Tensor, torc
     return values, best_chunk * chunk + offset, runner_up
 
 
-def resolve_near_ties(vectors: np.ndarray, codebook: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Exact winners for ``vectors[rows]``: fp32 scores find every code within the error bound, float64 decides."""
-    x = torch.from_numpy(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+def resolve_near_ties(vectors: np.ndarray, codebook: np.ndarray, rows: np.ndarray, block_rows: int = 64) -> np.ndarray:
+    """Exact winners for ``vectors[rows]``: fp32 scores find every code within the error bound, float64 decides.
+
+    Rows go in blocks of ``block_rows`` so that the ``[block, K]`` score block stays in cache.
+    """
     cb = torch.from_numpy(np.ascontiguousarray(codebook, dtype=np.float32))
-    scores = torch.addmm((cb * cb).sum(dim=1), x, cb.T, alpha=-2.0)
-    values = scores.amin(dim=1)
-    x_sq = (x * x).sum(dim=1)
-    limit = values + fp32_distance_error_bound(x_sq.sqrt(), values + x_sq, codebook.shape[1])
-    pairs = (scores <= limit[:, None]).nonzero().numpy()
-    return decide_among(vectors, codebook, rows[pairs[:, 0]], pairs[:, 1])
+    cb_sq, cb_t = (cb * cb).sum(dim=1), cb.T
+    pair_rows, pair_codes = [], []
+    for start in range(0, len(rows), block_rows):
+        block = rows[start:start + block_rows]
+        x = torch.from_numpy(np.ascontiguousarray(vectors[block], dtype=np.float32))
+        scores = torch.addmm(cb_sq, x, cb_t, alpha=-2.0)
+        values = scores.amin(dim=1)
+        x_sq = (x * x).sum(dim=1)
+        limit = values + fp32_distance_error_bound(x_sq.sqrt(), values + x_sq, codebook.shape[1])
+        pairs = (scores <= limit[:, None]).nonzero().numpy()
+        pair_rows.append(block[pairs[:, 0]])
+        pair_codes.append(pairs[:, 1])
+    return decide_among(vectors, codebook, np.concatenate(pair_rows), np.concatenate(pair_codes))
 
 
 _PACKED_CACHE: OrderedDict[tuple, tuple[np.ndarray, fused.PackedCodebook]] = OrderedDict()
