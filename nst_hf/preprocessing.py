@@ -72,13 +72,20 @@ def normalize(x) -> FloatArray:
 
 
 def median_filter(x, kernel_size: int) -> FloatArray:
-    """``scipy.signal.medfilt(x, kernel_size)`` (zero-padded edges), float32 out."""
+    """``scipy.signal.medfilt(x, kernel_size)`` (zero-padded edges), float32 out.
+
+    Runs through the compiled running rank filter when built (the same values: a median is one of the
+    samples or a padding zero), else SciPy.
+    """
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"median filter kernel_size must be a positive odd integer, got {kernel_size}")
     x = _as_signal(x)
     if x.size == 0:
         return x.copy()
-    return sps.medfilt(x, kernel_size=kernel_size).astype(np.float32, copy=False)
+    if not _native_median_enabled():
+        return sps.medfilt(x, kernel_size=kernel_size).astype(np.float32, copy=False)
+    half = kernel_size // 2
+    return _running_rank(np.pad(x, half), x.size, kernel_size)
 
 
 def lowpass_filter(x, cutoff_hz: float, sampling_rate: float, order: int = 6) -> FloatArray:
@@ -111,16 +118,27 @@ def running_median(x, window: int) -> FloatArray:
     x = _as_signal(x)
     if x.size == 0:
         return x.copy()
-    if _rank_filter is None or x.size < window or os.environ.get("NST_HF_DISABLE_NATIVE_MEDIAN", "") not in ("", "0"):
+    if x.size < window or not _native_median_enabled():
         return ndimage.median_filter(x, size=window, mode="reflect")
     left = window // 2
     padded = np.pad(x, (left, window - 1 - left), mode="symmetric")  # = SciPy's "reflect" for pads <= len(x)
-    out = np.empty_like(x)
+    return _running_rank(padded, x.size, window)
+
+
+def _native_median_enabled() -> bool:
+    """Whether ``nst_hf._rank_filter`` is built and ``NST_HF_DISABLE_NATIVE_MEDIAN`` is unset."""
+    return _rank_filter is not None and os.environ.get("NST_HF_DISABLE_NATIVE_MEDIAN", "") in ("", "0")
+
+
+def _running_rank(padded: np.ndarray, size: int, window: int) -> FloatArray:
+    """``out[i]`` = median (element ``window // 2`` in order) of ``padded[i:i + window]`` for ``i < size``,
+    by the compiled two-heap filter; long signals are split over threads."""
+    out = np.empty(size, dtype=np.float32)
 
     def fill(start: int, stop: int) -> None:
         _rank_filter.running_rank(padded, out, window, window // 2, start, stop)
 
-    run_in_ranges("rank-filter", fill, x.size, min(compute_threads(), x.size // RANK_FILTER_MIN_SHARE))
+    run_in_ranges("rank-filter", fill, size, min(compute_threads(), size // RANK_FILTER_MIN_SHARE))
     return out
 
 

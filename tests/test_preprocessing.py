@@ -176,3 +176,18 @@ def test_compiled_running_median_equals_scipy_everywhere(real_reads):
                                               ndimage.median_filter(x, size=window, mode="reflect"))
     with pytest.raises(ValueError, match="rank < window"):
         _rank_filter.running_rank(signals[0], np.empty(10, np.float32), 5, 5, 0, 5)
+
+
+def test_compiled_median_filter_equals_scipy_medfilt(real_reads):
+    """median_filter runs through nst_hf._rank_filter with zero padding: exactly scipy.signal.medfilt."""
+    from nst_hf import _rank_filter
+
+    assert _rank_filter is not None, "nst_hf._rank_filter is not built: reinstall with a C compiler"
+    rng = np.random.default_rng(5)
+    signals = [rng.standard_normal(250_001).astype(np.float32) + 3,          # split over threads
+               rng.integers(-3, 3, 40_000).astype(np.float32),               # many ties, zeros among them
+               *[rng.standard_normal(n).astype(np.float32) for n in (1, 2, 4, 5, 6)],  # shorter than a window
+               *[pp.normalize(signal) for signal, _ in real_reads[:3]]]
+    for x in signals:
+        for kernel in (1, 3, 5, 7, 101):
+            np.testing.assert_array_equal(pp.median_filter(x, kernel), sps.medfilt(x, kernel_size=kernel))
