@@ -5,8 +5,9 @@ the fused C kernel of :mod:`nst_hf.quantizers.fused` when it is built, otherwise
 matrix product per block of rows followed by a two-level minimum. fp32 rounding depends on the
 evaluation order (kernel, blocking, batch), so on its own the winner of a near-tie could depend on
 which other vectors share the batch. So every vector whose runner-up lies within a bound on the fp32
-error of the winner is decided again in float64 (and, if still within float64 error, by exact
-differences). The result depends only on the vector, never on the path or the batch.
+error of the winner is decided again by float64 distances to its candidate codes, each summed in one
+fixed order (C or NumPy, the same bits). The result depends only on the vector, never on the path or
+the batch; two codes closer than float64 rounding (~1e-13 relative) go to the lower float64 distance.
 """
 
 from __future__ import annotations
