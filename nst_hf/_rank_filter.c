@@ -14,71 +14,69 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+/* A heap entry carries its value, so comparisons need no second load. */
 typedef struct {
-    float *value;   /* value of each ring slot */
-    int32_t *lo;    /* max-heap of slots (the `rank` smallest values) */
-    int32_t *hi;    /* min-heap of slots (the others); hi[0] is the answer */
-    int32_t *where; /* heap position of each slot: >= 0 in hi, -1 - position in lo */
+    float v;
+    int32_t slot;
+} entry;
+
+typedef struct {
+    entry *lo;      /* max-heap (the `rank` smallest values) */
+    entry *hi;      /* min-heap (the others); hi[0].v is the answer */
+    int32_t *where; /* heap position of each ring slot: >= 0 in hi, -1 - position in lo */
     Py_ssize_t nlo, nhi;
 } window_heaps;
 
-static inline void put_lo(window_heaps *w, Py_ssize_t p, int32_t slot) {
-    w->lo[p] = slot;
-    w->where[slot] = (int32_t)(-1 - p);
+static inline void put_lo(window_heaps *w, Py_ssize_t p, entry e) {
+    w->lo[p] = e;
+    w->where[e.slot] = (int32_t)(-1 - p);
 }
 
-static inline void put_hi(window_heaps *w, Py_ssize_t p, int32_t slot) {
-    w->hi[p] = slot;
-    w->where[slot] = (int32_t)p;
+static inline void put_hi(window_heaps *w, Py_ssize_t p, entry e) {
+    w->hi[p] = e;
+    w->where[e.slot] = (int32_t)p;
 }
 
 static void sift_lo(window_heaps *w, Py_ssize_t p) { /* max-heap: up, then down */
-    const int32_t slot = w->lo[p];
-    const float v = w->value[slot];
+    const entry e = w->lo[p];
     while (p > 0) {
         const Py_ssize_t parent = (p - 1) / 2;
-        if (!(w->value[w->lo[parent]] < v)) break;
+        if (!(w->lo[parent].v < e.v)) break;
         put_lo(w, p, w->lo[parent]);
         p = parent;
     }
     for (;;) {
         Py_ssize_t child = 2 * p + 1;
         if (child >= w->nlo) break;
-        if (child + 1 < w->nlo && w->value[w->lo[child + 1]] > w->value[w->lo[child]]) child++;
-        if (!(w->value[w->lo[child]] > v)) break;
+        if (child + 1 < w->nlo && w->lo[child + 1].v > w->lo[child].v) child++;
+        if (!(w->lo[child].v > e.v)) break;
         put_lo(w, p, w->lo[child]);
         p = child;
     }
-    put_lo(w, p, slot);
+    put_lo(w, p, e);
 }
 
 static void sift_hi(window_heaps *w, Py_ssize_t p) { /* min-heap: up, then down */
-    const int32_t slot = w->hi[p];
-    const float v = w->value[slot];
+    const entry e = w->hi[p];
     while (p > 0) {
         const Py_ssize_t parent = (p - 1) / 2;
-        if (!(w->value[w->hi[parent]] > v)) break;
+        if (!(w->hi[parent].v > e.v)) break;
         put_hi(w, p, w->hi[parent]);
         p = parent;
     }
     for (;;) {
         Py_ssize_t child = 2 * p + 1;
         if (child >= w->nhi) break;
-        if (child + 1 < w->nhi && w->value[w->hi[child + 1]] < w->value[w->hi[child]]) child++;
-        if (!(w->value[w->hi[child]] < v)) break;
+        if (child + 1 < w->nhi && w->hi[child + 1].v < w->hi[child].v) child++;
+        if (!(w->hi[child].v < e.v)) break;
         put_hi(w, p, w->hi[child]);
         p = child;
     }
-    put_hi(w, p, slot);
+    put_hi(w, p, e);
 }
 
-typedef struct {
-    float value;
-    int32_t slot;
-} ranked;
-
-static int compare_ranked(const void *a, const void *b) {
-    const float x = ((const ranked *)a)->value, y = ((const ranked *)b)->value;
+static int compare_entries(const void *a, const void *b) {
+    const float x = ((const entry *)a)->v, y = ((const entry *)b)->v;
     return (x > y) - (x < y);
 }
 
@@ -88,34 +86,36 @@ static int running_rank(const float *x, float *out, Py_ssize_t window, Py_ssize_
     window_heaps w;
     w.nlo = rank;
     w.nhi = window - rank;
-    w.value = malloc((size_t)window * sizeof(float));
-    w.lo = malloc((size_t)(rank > 0 ? rank : 1) * sizeof(int32_t));
-    w.hi = malloc((size_t)w.nhi * sizeof(int32_t));
+    w.lo = malloc((size_t)(rank > 0 ? rank : 1) * sizeof(entry));
+    w.hi = malloc((size_t)w.nhi * sizeof(entry));
     w.where = malloc((size_t)window * sizeof(int32_t));
-    ranked *sorted = malloc((size_t)window * sizeof(ranked));
+    entry *sorted = malloc((size_t)window * sizeof(entry));
     int status = -1;
-    if (!w.value || !w.lo || !w.hi || !w.where || !sorted) goto done;
+    if (!w.lo || !w.hi || !w.where || !sorted) goto done;
     /* ring slot of input position j is (j - start) % window */
     for (Py_ssize_t k = 0; k < window; k++) {
-        w.value[k] = x[start + k];
-        sorted[k].value = x[start + k];
+        sorted[k].v = x[start + k];
         sorted[k].slot = (int32_t)k;
     }
-    qsort(sorted, (size_t)window, sizeof(ranked), compare_ranked);
-    for (Py_ssize_t k = 0; k < rank; k++) put_lo(&w, k, sorted[rank - 1 - k].slot); /* descending */
-    for (Py_ssize_t k = rank; k < window; k++) put_hi(&w, k - rank, sorted[k].slot); /* ascending */
+    qsort(sorted, (size_t)window, sizeof(entry), compare_entries);
+    for (Py_ssize_t k = 0; k < rank; k++) put_lo(&w, k, sorted[rank - 1 - k]); /* descending */
+    for (Py_ssize_t k = rank; k < window; k++) put_hi(&w, k - rank, sorted[k]); /* ascending */
+    int32_t slot = 0; /* ring slot of the sample leaving next: (i - start) % window */
     for (Py_ssize_t i = start;; i++) {
-        out[i] = w.value[w.hi[0]];
+        out[i] = w.hi[0].v;
         if (i + 1 >= stop) break;
-        const int32_t slot = (int32_t)((i - start) % window);
-        w.value[slot] = x[i + window];
+        const float entering = x[i + window];
         const int32_t at = w.where[slot];
-        if (at >= 0)
+        if (at >= 0) {
+            w.hi[at].v = entering;
             sift_hi(&w, at);
-        else
+        } else {
+            w.lo[-1 - at].v = entering;
             sift_lo(&w, -1 - at);
-        if (w.nlo > 0 && w.value[w.lo[0]] > w.value[w.hi[0]]) {
-            const int32_t a = w.lo[0], b = w.hi[0];
+        }
+        if (++slot == window) slot = 0;
+        if (w.nlo > 0 && w.lo[0].v > w.hi[0].v) {
+            const entry a = w.lo[0], b = w.hi[0];
             put_lo(&w, 0, b);
             put_hi(&w, 0, a);
             sift_lo(&w, 0);
@@ -124,7 +124,6 @@ static int running_rank(const float *x, float *out, Py_ssize_t window, Py_ssize_
     }
     status = 0;
 done:
-    free(w.value);
     free(w.lo);
     free(w.hi);
     free(w.where);
