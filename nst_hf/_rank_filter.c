@@ -7,6 +7,8 @@
  * needed, swaps the two roots: O(log window) per sample. The result is a sample value, never
  * arithmetic on values, so it equals any exact rank filter (SciPy's included) bit for bit.
  *
+ * Windows of 5 (the median filter of the K-Means chain) use a min/max network instead.
+ *
  * The GIL is released, so Python threads can fill disjoint output ranges of one long signal at once.
  */
 #define PY_SSIZE_T_CLEAN
@@ -131,6 +133,18 @@ done:
     return status;
 }
 
+/* out[i] = median of x[i .. i + 4] for i in [start, stop): min/max only, so the result is one of the five
+ * values (as with the heaps). median5 = med3(c, max(min(a, b), min(d, e)), min(max(a, b), max(d, e))). */
+#define MIN(p, q) ((p) < (q) ? (p) : (q))
+#define MAX(p, q) ((p) < (q) ? (q) : (p))
+static void running_median5(const float *x, float *out, Py_ssize_t start, Py_ssize_t stop) {
+    for (Py_ssize_t i = start; i < stop; i++) {
+        const float a = x[i], b = x[i + 1], c = x[i + 2], d = x[i + 3], e = x[i + 4];
+        const float f = MAX(MIN(a, b), MIN(d, e)), g = MIN(MAX(a, b), MAX(d, e));
+        out[i] = MAX(MIN(c, f), MIN(MAX(c, f), g));
+    }
+}
+
 static PyObject *py_running_rank(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer xv, ov;
@@ -151,9 +165,12 @@ static PyObject *py_running_rank(PyObject *self, PyObject *args) {
                         "len(x) >= stop - 1 + window");
         goto done;
     }
-    int status;
-    Py_BEGIN_ALLOW_THREADS status =
-        running_rank((const float *)xv.buf, (float *)ov.buf, window, rank, start, stop);
+    int status = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (window == 5 && rank == 2)
+        running_median5((const float *)xv.buf, (float *)ov.buf, start, stop);
+    else
+        status = running_rank((const float *)xv.buf, (float *)ov.buf, window, rank, start, stop);
     Py_END_ALLOW_THREADS if (status != 0) {
         PyErr_NoMemory();
         goto done;
