@@ -4,12 +4,13 @@ glibc's ``malloc`` returns large freed blocks to the kernel (``munmap`` / heap t
 batch's tensors of the same size fault every page in again, zeroed by the kernel. For the RVQ encoder
 (64-channel activations at the full sample rate, several MiB per batch) glibc's adaptive thresholds
 often did so: 16–35 thousand page faults per pass over an 847 k-sample file, and up to a quarter of
-the tokenizing time on a 2-core machine. Fixing both
-thresholds keeps blocks up to :data:`MMAP_THRESHOLD` on the heap and stops trimming until
-:data:`TRIM_THRESHOLD` bytes lie free at its top; peak memory is unchanged, memory freed after the peak
-stays with the process for its next batch.
+the tokenizing time on a 2-core machine. Fixing both thresholds keeps blocks up to
+:data:`MMAP_THRESHOLD` on the heap and stops trimming until :data:`TRIM_THRESHOLD` bytes lie free at
+its top; peak memory is unchanged, memory freed after the peak stays with the process for its next
+batch.
 
-Applied once per process, on glibc only, the first time a tokenizer encodes on the CPU;
+Applied once per process, on glibc only, the first time a tokenizer encodes (host memory, whatever the
+device);
 ``NST_HF_KEEP_MALLOC_DEFAULTS=1`` leaves the allocator alone.
 """
 

@@ -132,7 +132,8 @@ def _native_median_enabled() -> bool:
 
 def _running_rank(padded: np.ndarray, size: int, window: int) -> FloatArray:
     """``out[i]`` = median (element ``window // 2`` in order) of ``padded[i:i + window]`` for ``i < size``,
-    by the compiled two-heap filter; long signals are split over threads."""
+    by the compiled rank filter (two heaps; a min/max network for windows of 5); long signals are split
+    over threads."""
     out = np.empty(size, dtype=np.float32)
 
     def fill(start: int, stop: int) -> None:
