@@ -1,19 +1,95 @@
-"""Atomic writers for token outputs: JSON lines, gzip-compressed when the name ends in ``.gz``."""
+"""Durable, atomic output: every file nst_hf writes goes through :func:`atomic_path`.
+
+A file (or folder) is written under a temporary name beside its final path, flushed to disk, renamed
+into place and the rename itself flushed, so a crash, a kill or a full disk never leaves a partial
+file at the final path. Temporary names start with ``.`` and end in ``.tmp``
+(:func:`temporary_name`), so a later run on the same output can find and remove what a killed
+run left behind.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 
+def temporary_name(path: str | os.PathLike, tag: str = "") -> Path:
+    """``.<name>.<pid><tag>.tmp`` beside ``path``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}{tag}.tmp")
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file, or a folder's entries (after a rename or a removal inside it), to disk."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if os.path.isdir(path) else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    if path.is_dir():
+        for child in path.rglob("*"):
+            if child.is_file():
+                fsync_path(child)
+    fsync_path(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def replace_path(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename ``source`` onto ``target`` and flush; a folder replaces a folder (the old one is removed after)."""
+    source, target = Path(source), Path(target)
+    old = None
+    if target.is_dir() and not target.is_symlink():
+        old = temporary_name(target, ".old")
+        os.replace(target, old)
+    os.replace(source, target)
+    fsync_path(target.parent if str(target.parent) else ".")
+    if old is not None:
+        _remove(old)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write ``path`` through; on success it is flushed and renamed into place.
+
+    On any error the temporary file or folder is removed and ``path`` is left as it was. An
+    ``OSError`` while writing (a full disk, a file-size limit) is re-raised naming ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        replace_path(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        if exc.filename is None:
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed into place."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
+    """Write ``text`` to ``path`` atomically and durably."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
-    os.replace(tmp, path)
 
 
 def atomic_write_json(path: str | os.PathLike, data, indent: int | None = 2) -> None:
@@ -21,44 +97,76 @@ def atomic_write_json(path: str | os.PathLike, data, indent: int | None = 2) -> 
     atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
 
 
+def open_jsonl_for_writing(path: str | os.PathLike, compressed: bool):
+    """A text handle writing JSON lines to ``path``; gzip without a timestamp, so reruns give the same bytes."""
+    if not compressed:
+        return open(path, "w", encoding="utf-8")
+    raw = open(path, "wb")
+    try:
+        return _GzipText(raw)
+    except BaseException:
+        raw.close()
+        raise
+
+
+class _GzipText:
+    """A gzip text writer that also closes its underlying file."""
+
+    def __init__(self, raw):
+        self._raw = raw
+        self._gzip = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0, filename="")
+
+    def write(self, text: str) -> int:
+        return self._gzip.write(text.encode("utf-8"))
+
+    def close(self) -> None:
+        try:
+            self._gzip.close()
+        finally:
+            self._raw.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class AtomicJsonlWriter:
-    """Write ``{"id", "text"}``-style records to ``path`` through a temporary file renamed on success.
+    """Write ``{"id", "text"}``-style records to ``path`` (gzip when it ends in ``.gz``), atomically.
 
     If the ``with`` block raises, the temporary file is removed and ``path`` is left untouched.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, compressed: bool | None = None):
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.compressed = self.path.name.endswith(".gz") if compressed is None else compressed
         self.count = 0
+        self._context = None
         self._handle = None
 
     def __enter__(self) -> AtomicJsonlWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        raw = open(self.tmp, "wb")
-        if self.path.name.endswith(".gz"):
-            self._handle = gzip.open(raw, "wt", encoding="utf-8", compresslevel=6)
-            self._raw = raw
-        else:
-            self._handle = open(raw.fileno(), "w", encoding="utf-8", closefd=False)
-            self._raw = raw
+        self._context = atomic_path(self.path)
+        tmp = self._context.__enter__()
+        try:
+            self._handle = open_jsonl_for_writing(tmp, self.compressed)
+        except BaseException as exc:
+            self._context.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     def write(self, record: dict) -> None:
         self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.count += 1
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type, exc, tb):
         try:
             self._handle.close()
-            self._raw.flush()
-            os.fsync(self._raw.fileno())
-            self._raw.close()
-        finally:
-            if exc_type is None:
-                os.replace(self.tmp, self.path)
-            else:
-                self.tmp.unlink(missing_ok=True)
+        except BaseException as close_error:  # e.g. a full disk at the last flush
+            if exc is None:
+                self._context.__exit__(type(close_error), close_error, close_error.__traceback__)
+                raise
+        return self._context.__exit__(exc_type, exc, tb)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nst_hf.errors import InvalidReadError, NstHfError, UnsupportedFormatError
+from nst_hf.errors import CorruptFileError, InvalidReadError, NstHfError, UnsupportedFormatError
 from nst_hf.io.records import SignalRecord, calibrate
 
 logger = logging.getLogger(__name__)
@@ -52,29 +52,56 @@ class SkippedRead:
         return {"file": self.file, "read_id": self.read_id, "reason": self.reason}
 
 
+def _walk(directory: Path) -> Iterator[Path]:
+    """Files below ``directory``, sorted, following symlinked directories once each (loop-safe)."""
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(directory, followlinks=True):
+        stat = os.stat(root)
+        if (stat.st_dev, stat.st_ino) in seen:
+            logger.warning("not following %s again: it leads back to a directory already searched", root)
+            dirs[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        dirs.sort()
+        for name in sorted(files):
+            yield Path(root) / name
+
+
 def find_signal_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Expand files and directories (recursively, sorted) into the signal files nst_hf can read.
 
     A file given explicitly must have a supported suffix; files inside directories without one are
-    ignored (logged at DEBUG).
+    ignored (logged at DEBUG). Symlinked directories are followed once each. A file reached twice
+    (the same path, a symlink to it or a hard link) is kept once, with a warning.
     """
-    if isinstance(paths, (str, os.PathLike)):
+    if isinstance(paths, (str, bytes, os.PathLike)):
         paths = [paths]
     found: list[Path] = []
+    identities: dict[tuple[int, int], Path] = {}
+
+    def add(path: Path) -> None:
+        stat = path.stat()
+        identity = (stat.st_dev, stat.st_ino)
+        if identity in identities:
+            logger.warning("ignoring %s: the same file as %s, which is read already", path, identities[identity])
+            return
+        identities[identity] = path
+        found.append(path)
+
     for item in paths:
-        path = Path(item)
+        path = Path(os.fsdecode(item))
         if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in SUFFIXES:
-                    found.append(child)
-                elif child.is_file():
+            for child in _walk(path):
+                if child.suffix.lower() in SUFFIXES and child.is_file():
+                    add(child)
+                else:
                     logger.debug("ignoring non-signal file %s", child)
         elif path.is_file():
             if path.suffix.lower() not in SUFFIXES:
                 raise UnsupportedFormatError(
                     f"{path}: unknown signal file extension {path.suffix!r}; supported: {', '.join(SUFFIXES)}"
                 )
-            found.append(path)
+            add(path)
         else:
             raise FileNotFoundError(f"{path}: no such file or directory")
     return found
@@ -162,9 +189,13 @@ class ReadSource:
                     yield record
             except InvalidReadError:
                 raise
-            except (NstHfError, OSError) as exc:
-                if self.on_error == "raise" or isinstance(exc, FileNotFoundError):
+            except (NstHfError, OSError, RuntimeError, ValueError, KeyError, MemoryError) as error:
+                if isinstance(error, FileNotFoundError) and not os.path.exists(path):
                     raise
+                exc = error if isinstance(error, NstHfError) else \
+                    CorruptFileError(f"{path}: unreadable ({type(error).__name__}: {error})")  # a library's own error
+                if self.on_error == "raise":
+                    raise exc from (None if exc is error else error)
                 self._skip(str(path), None, exc)
 
 

@@ -107,8 +107,19 @@ def _record(path, read_id, signal_ds, raw_attrs_group, channel_group, tracking_g
     )
 
 
-def _iter_multi(handle, path: str, wanted: set[str] | None) -> Iterator[SignalRecord | InvalidReadError]:
-    for name in handle:
+def _list(group) -> tuple[list[str], Exception | None]:
+    """The names in an HDF5 group, up to the first damaged entry, and that entry's error."""
+    names: list[str] = []
+    try:
+        for name in group:
+            names.append(name)
+    except (RuntimeError, OSError, KeyError, ValueError) as exc:
+        return names, exc
+    return names, None
+
+
+def _iter_multi(handle, names: list[str], path: str, wanted: set[str] | None) -> Iterator[SignalRecord | InvalidReadError]:
+    for name in names:
         if not name.startswith("read_"):
             continue
         read_id = name[len("read_"):]
@@ -123,18 +134,26 @@ def _iter_multi(handle, path: str, wanted: set[str] | None) -> Iterator[SignalRe
             yield _record(path, read_id, raw["Signal"], raw, group.get("channel_id"), group.get("tracking_id"))
         except InvalidReadError as exc:
             yield exc
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
             yield InvalidReadError(f"{path}: read {read_id} is unreadable: {exc}", path=path, read_id=read_id)
 
 
 def _iter_single(handle, path: str, wanted: set[str] | None) -> Iterator[SignalRecord | InvalidReadError]:
-    reads = handle["Raw/Reads"]
-    key = handle.get("UniqueGlobalKey")
-    channel = key.get("channel_id") if key is not None else None
-    tracking = key.get("tracking_id") if key is not None else None
-    for name in reads:
-        group = reads[name]
-        read_id = as_str(group.attrs.get("read_id")) or name
+    try:
+        reads = handle["Raw/Reads"]
+        key = handle.get("UniqueGlobalKey")
+        channel = key.get("channel_id") if key is not None else None
+        tracking = key.get("tracking_id") if key is not None else None
+        names = list(reads)
+    except (RuntimeError, OSError, KeyError, ValueError) as exc:
+        raise CorruptFileError(f"{path}: the single-read FAST5 layout is damaged ({type(exc).__name__}: {exc})") from exc
+    for name in names:
+        try:
+            group = reads[name]
+            read_id = as_str(group.attrs.get("read_id")) or name
+        except (RuntimeError, OSError, KeyError, ValueError) as exc:
+            yield InvalidReadError(f"{path}: read group {name} is unreadable: {exc}", path=path, read_id=name)
+            continue
         if wanted is not None and read_id not in wanted:
             continue
         try:
@@ -143,7 +162,7 @@ def _iter_single(handle, path: str, wanted: set[str] | None) -> Iterator[SignalR
             yield _record(path, read_id, group["Signal"], group, channel, tracking)
         except InvalidReadError as exc:
             yield exc
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
             yield InvalidReadError(f"{path}: read {read_id} is unreadable: {exc}", path=path, read_id=read_id)
 
 
@@ -157,12 +176,19 @@ def iter_fast5(path: str | Path, read_ids: set[str] | None = None) -> Iterator[S
     path = str(path)
     try:
         handle = h5py.File(path, "r")
-    except OSError as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
         raise CorruptFileError(f"{path}: not a readable FAST5/HDF5 file ({exc})") from exc
     with handle:
-        if any(name.startswith("read_") for name in handle):
-            yield from _iter_multi(handle, path, read_ids)
-        elif "Raw" in handle and "Reads" in handle["Raw"]:
+        names, listing_error = _list(handle)
+        if any(name.startswith("read_") for name in names):
+            yield from _iter_multi(handle, names, path, read_ids)
+            if listing_error is not None:  # the reads listed before the damage are delivered above
+                raise CorruptFileError(f"{path}: the FAST5 read listing is damaged after {len(names)} entries "
+                                       f"({type(listing_error).__name__}: {listing_error})") from listing_error
+        elif listing_error is not None:
+            raise CorruptFileError(f"{path}: the FAST5 file's group listing is damaged "
+                                   f"({type(listing_error).__name__}: {listing_error})") from listing_error
+        elif "Raw" in names and "Reads" in handle["Raw"]:
             yield from _iter_single(handle, path, read_ids)
         else:
             raise CorruptFileError(

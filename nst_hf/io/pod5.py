@@ -59,18 +59,38 @@ def iter_pod5(path: str | Path, read_ids: set[str] | None = None) -> Iterator[Si
         raise CorruptFileError(f"{path}: not a readable POD5 file ({type(exc).__name__}: {exc})") from exc
     with reader:
         selection = sorted(read_ids) if read_ids is not None else None
-        reads = reader.reads(selection=selection, missing_ok=True)
-        while True:
-            try:
-                read = next(reads)
-            except StopIteration:
-                return
-            except Exception as exc:  # a damaged batch: nothing after it can be located reliably
-                raise CorruptFileError(f"{path}: POD5 read table is damaged ({type(exc).__name__}: {exc})") from exc
-            try:
-                yield _record(read, path)
-            except Exception as exc:  # damaged signal rows of this one read
-                yield InvalidReadError(
-                    f"{path}: read {read.read_id} is unreadable ({type(exc).__name__}: {exc})",
-                    path=path, read_id=str(read.read_id),
-                )
+        delivered: set[str] = set()
+        damage = None
+        try:
+            reads = reader.reads(selection=selection, missing_ok=True)
+            while True:
+                try:
+                    read = next(reads)
+                except StopIteration:
+                    break
+                delivered.add(str(read.read_id))
+                try:
+                    yield _record(read, path)
+                except Exception as exc:  # damaged signal rows of this one read
+                    yield InvalidReadError(
+                        f"{path}: read {read.read_id} is unreadable ({type(exc).__name__}: {exc})",
+                        path=path, read_id=str(read.read_id),
+                    )
+        except Exception as exc:  # a damaged batch: nothing after it can be located reliably
+            damage = exc
+        yield from _undelivered(reader, path, read_ids, delivered, damage)
+        if damage is not None:
+            raise CorruptFileError(f"{path}: POD5 read table is damaged ({type(damage).__name__}: {damage})") from damage
+
+
+def _undelivered(reader, path: str, wanted: set[str] | None, delivered: set[str], damage) -> Iterator[InvalidReadError]:
+    """An error for each read the file lists but ``pod5`` did not deliver (never a silent loss)."""
+    try:
+        listed = [str(read_id) for read_id in reader.read_ids]
+    except Exception:  # the listing itself is damaged: the file-level error reports the rest
+        return
+    why = f"pod5 stopped before it ({type(damage).__name__}: {damage})" if damage else "pod5 did not deliver it"
+    for read_id in listed:
+        if read_id not in delivered and (wanted is None or read_id in wanted):
+            yield InvalidReadError(f"{path}: read {read_id} is listed in the file but unreadable: {why}",
+                                   path=path, read_id=read_id)

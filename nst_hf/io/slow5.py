@@ -1,30 +1,36 @@
 """SLOW5 / BLOW5 reader through ``pyslow5``.
 
-pyslow5 can kill the process (segfault) instead of raising on a file it does not understand, e.g. a
-BLOW5 whose header version is newer than it supports or a truncated BLOW5. The header and the EOF
-marker are therefore checked here before the file is handed to it.
+pyslow5 can kill the process on a malformed header, and it ends its iteration silently at the first
+record it cannot parse. So every file is first scanned without it (:mod:`nst_hf.io.slow5_layout`):
+the header is checked field by field and every record located. pyslow5 then reads the file itself
+when it is intact, or a temporary copy holding only the well-formed records when it is not; when
+pyslow5 stops before the last record, that record is reported by read id and reading resumes from
+the next one. Every record a file holds is therefore either delivered or reported.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from nst_hf.errors import CorruptFileError, InvalidReadError, MissingDependencyError, UnsupportedFormatError
+from nst_hf.errors import CorruptFileError, InvalidReadError, MissingDependencyError
 from nst_hf.io._attrs import as_float, as_int, as_str
 from nst_hf.io.records import SignalRecord
+from nst_hf.io.slow5_layout import BLOW5_EOF, MAX_SUPPORTED_VERSION, RecordSpan, Slow5Layout, scan
 
 logger = logging.getLogger(__name__)
 
-BLOW5_MAGIC = b"BLOW5\x01"
-BLOW5_EOF = b"5WOLB"
-#: Newest SLOW5/BLOW5 format version pyslow5 1.x reads safely.
-MAX_SUPPORTED_VERSION = (0, 2, 0)
+__all__ = ["iter_slow5", "check_header", "MAX_SUPPORTED_VERSION"]
+
+#: After this many records that pyslow5 cannot parse, the rest of the file is reported unread.
+MAX_RESTARTS = 100
 
 
 def _pyslow5():
@@ -38,38 +44,10 @@ def _pyslow5():
 def check_header(path: str | Path) -> tuple[int, int, int]:
     """Validate a SLOW5/BLOW5 header without pyslow5 and return its format version.
 
-    Raises :class:`CorruptFileError` for a damaged or truncated file and
-    :class:`UnsupportedFormatError` for a version newer than :data:`MAX_SUPPORTED_VERSION`.
+    Raises :class:`CorruptFileError` for a damaged header and :class:`UnsupportedFormatError` for
+    a version newer than :data:`MAX_SUPPORTED_VERSION`.
     """
-    path = str(path)
-    with open(path, "rb") as handle:
-        head = handle.read(64)
-        if path.endswith(".blow5"):
-            if not head.startswith(BLOW5_MAGIC) or len(head) < 64:
-                raise CorruptFileError(f"{path}: not a BLOW5 file (bad magic bytes or header shorter than 64 bytes)")
-            version = tuple(head[6:9])
-            handle.seek(0, os.SEEK_END)
-            if handle.tell() < 64 + len(BLOW5_EOF):
-                raise CorruptFileError(f"{path}: BLOW5 file is truncated (no records, no end-of-file marker)")
-            handle.seek(-len(BLOW5_EOF), os.SEEK_END)
-            if handle.read(len(BLOW5_EOF)) != BLOW5_EOF:
-                raise CorruptFileError(f"{path}: BLOW5 file is truncated or damaged (end-of-file marker '5WOLB' missing)")
-        else:
-            first_line = head.split(b"\n", 1)[0].decode("ascii", errors="replace")
-            fields = first_line.split("\t")
-            if len(fields) != 2 or fields[0] != "#slow5_version":
-                raise CorruptFileError(f"{path}: not a SLOW5 file (first line is not '#slow5_version<TAB>x.y.z')")
-            try:
-                version = tuple(int(part) for part in fields[1].strip().split("."))
-            except ValueError as exc:
-                raise CorruptFileError(f"{path}: unreadable SLOW5 version {fields[1]!r}") from exc
-    if len(version) != 3 or version > MAX_SUPPORTED_VERSION:
-        raise UnsupportedFormatError(
-            f"{path}: SLOW5/BLOW5 version {'.'.join(map(str, version))} is newer than the supported "
-            f"{'.'.join(map(str, MAX_SUPPORTED_VERSION))}; convert it with a matching slow5tools "
-            "(`slow5tools view`) or upgrade pyslow5 and nst_hf"
-        )
-    return version  # type: ignore[return-value]
+    return scan(path).version
 
 
 def _enum_labels(handle) -> list[str] | None:
@@ -99,41 +77,108 @@ def _record(row: dict, path: str, labels, run_ids) -> SignalRecord:
     )
 
 
+def _copy_range(source, target, start: int, end: int) -> None:
+    source.seek(start)
+    remaining = end - start
+    while remaining:
+        chunk = source.read(min(remaining, 1 << 20))
+        if not chunk:
+            raise CorruptFileError(f"{source.name}: the file shrank while it was being read")
+        target.write(chunk)
+        remaining -= len(chunk)
+
+
+@contextmanager
+def _readable_copy(layout: Slow5Layout, records: list[RecordSpan], whole_file: bool) -> Iterator[str]:
+    """A path pyslow5 can open holding the header and ``records``: the file itself when it is intact
+    (through a link when its name is not valid UTF-8), else a temporary copy of those records."""
+    if whole_file:
+        try:
+            layout.path.encode("utf-8")
+            yield layout.path
+            return
+        except UnicodeEncodeError:
+            pass
+    folder = tempfile.mkdtemp(prefix="nst_hf_slow5_")
+    target = os.path.join(folder, "reads" + Path(layout.path).suffix)
+    try:
+        if whole_file:
+            os.symlink(os.path.abspath(layout.path), target)
+        else:
+            with open(layout.path, "rb") as source, open(target, "wb") as out:
+                _copy_range(source, out, 0, layout.header_end)
+                for record in records:
+                    _copy_range(source, out, record.start, record.end)
+                if layout.binary:
+                    out.write(BLOW5_EOF)
+        yield target
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _bad_read(path: str, record: RecordSpan, problem: str) -> InvalidReadError:
+    name = f"read {record.read_id}" if record.read_id else f"record {record.index + 1} (read id unreadable)"
+    return InvalidReadError(f"{path}: {name} is unreadable: {problem}", path=path, read_id=record.read_id)
+
+
+def _rows(pyslow5, path: str) -> Iterator[tuple[dict, list[str] | None, dict]]:
+    handle = pyslow5.Open(path, "r")
+    try:
+        labels = _enum_labels(handle)
+        run_ids = {group: as_str(handle.get_header_value("run_id", group)) or None
+                   for group in range(handle.get_num_read_groups())}
+        aux = "all" if handle.get_aux_names() else None
+        for row in handle.seq_reads(pA=False, aux=aux):
+            yield row, labels, run_ids
+    finally:
+        handle.close()
+
+
 def iter_slow5(path: str | Path, read_ids: set[str] | None = None) -> Iterator[SignalRecord | InvalidReadError]:
     """Yield each read of a SLOW5/BLOW5 file as a record, or as an :class:`InvalidReadError`.
 
-    Streams sequentially (no ``.idx`` file is created next to the data).
+    Streams sequentially (no ``.idx`` file is created next to the data). Raises
+    :class:`CorruptFileError` for a damaged header, and after the last whole record when the file is
+    truncated or damaged past the point where records can be found.
     """
-    path = str(path)
-    check_header(path)
+    path = os.fsdecode(path)
+    layout = scan(path)
     pyslow5 = _pyslow5()
-    try:
-        with contextlib.redirect_stderr(open(os.devnull, "w")):
-            handle = pyslow5.Open(path, "r")
-    except Exception as exc:
-        raise CorruptFileError(f"{path}: pyslow5 cannot open it ({type(exc).__name__}: {exc})") from exc
-    try:
-        labels = _enum_labels(handle)
-        run_ids = {}
-        for group in range(handle.get_num_read_groups()):
-            run_ids[group] = as_str(handle.get_header_value("run_id", group)) or None
-        aux = "all" if handle.get_aux_names() else None
-        rows = handle.seq_reads(pA=False, aux=aux)
-        while True:
+    for record, problem in layout.bad_records:
+        if read_ids is None or record.read_id in read_ids:
+            yield _bad_read(path, record, problem)
+    pending, whole_file, restarts = layout.records, layout.intact, 0
+    while pending:
+        delivered, failure = 0, "pyslow5 stopped reading the file before this record"
+        with _readable_copy(layout, pending, whole_file) as readable:
             try:
-                row = next(rows)
-            except StopIteration:
-                return
-            except Exception as exc:
-                raise CorruptFileError(f"{path}: damaged record ({type(exc).__name__}: {exc})") from exc
-            if not isinstance(row, dict) or "read_id" not in row:
-                raise CorruptFileError(f"{path}: damaged record (pyslow5 returned {type(row).__name__})")
-            read_id = as_str(row["read_id"])
-            if read_ids is not None and read_id not in read_ids:
-                continue
-            try:
-                yield _record(row, path, labels, run_ids)
-            except Exception as exc:
-                yield InvalidReadError(f"{path}: read {read_id} is unreadable ({exc})", path=path, read_id=read_id)
-    finally:
-        handle.close()
+                for row, labels, run_ids in _rows(pyslow5, readable):
+                    expected = pending[min(delivered, len(pending) - 1)]
+                    delivered += 1
+                    if not isinstance(row, dict) or "read_id" not in row:
+                        yield _bad_read(path, expected, f"pyslow5 returned {type(row).__name__}")
+                        continue
+                    read_id = as_str(row["read_id"])
+                    if read_ids is not None and read_id not in read_ids:
+                        continue
+                    try:
+                        yield _record(row, path, labels, run_ids)
+                    except Exception as exc:
+                        yield InvalidReadError(f"{path}: read {read_id} is unreadable ({exc})",
+                                               path=path, read_id=read_id)
+            except Exception as exc:  # pyslow5 raises several kinds; each one ends its iteration
+                failure = f"pyslow5 failed on it ({type(exc).__name__}: {exc})"
+        if delivered >= len(pending):
+            break
+        failed, pending, whole_file = pending[delivered], pending[delivered + 1:], False
+        if read_ids is None or failed.read_id in read_ids:
+            yield _bad_read(path, failed, failure)
+        restarts += 1
+        if restarts >= MAX_RESTARTS:
+            for record in pending:
+                if read_ids is None or record.read_id in read_ids:
+                    yield _bad_read(path, record, f"not read: more than {MAX_RESTARTS} damaged records in this file")
+            break
+        logger.debug("%s: pyslow5 stopped at record %d; reading on from the next one", path, failed.index + 1)
+    if layout.damage:
+        raise CorruptFileError(f"{path}: {layout.damage}")

@@ -16,12 +16,9 @@ import numpy as np
 
 from nst_hf.io.fast5 import VBZ_FILTER_ID, _h5py
 from nst_hf.io.records import SignalRecord
+from nst_hf.output import atomic_path
 
 FAST5_COMPRESSIONS = ("vbz", "gzip", None)
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def write_fast5(path: str | os.PathLike, records: Iterable[SignalRecord], compression: str | None = "vbz") -> Path:
@@ -33,8 +30,7 @@ def write_fast5(path: str | os.PathLike, records: Iterable[SignalRecord], compre
         raise ValueError(f"compression must be one of {FAST5_COMPRESSIONS}, got {compression!r}")
     h5py = _h5py()
     path = Path(path)
-    tmp = _tmp(path)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as handle:
             handle.attrs["file_version"] = b"2.2"
             handle.attrs["file_type"] = b"multi-read"
@@ -58,9 +54,6 @@ def write_fast5(path: str | os.PathLike, records: Iterable[SignalRecord], compre
                 channel.attrs["channel_number"] = (record.channel or "1").encode()
                 tracking = group.create_group("tracking_id")
                 tracking.attrs["run_id"] = (record.run_id or "").encode()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -73,11 +66,9 @@ def write_pod5(path: str | os.PathLike, records: Iterable[SignalRecord]) -> Path
     import pod5
 
     path = Path(path)
-    tmp = _tmp(path)
-    tmp.unlink(missing_ok=True)
     epoch = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
     run_infos: dict = {}
-    try:
+    with atomic_path(path) as tmp:
         with pod5.Writer(tmp, software_name="nst_hf") as writer:
             for number, record in enumerate(records):
                 digitisation = int(record.digitisation)
@@ -100,7 +91,4 @@ def write_pod5(path: str | os.PathLike, records: Iterable[SignalRecord]) -> Path
                     end_reason=pod5.EndReason(reason=pod5.EndReasonEnum.SIGNAL_POSITIVE, forced=False),
                     run_info=run_infos[key], signal=np.asarray(record.signal, dtype=np.int16),
                 ))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

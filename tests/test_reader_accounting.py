@@ -1,0 +1,172 @@
+"""Every read a file holds is delivered or reported: damaged SLOW5/BLOW5 records, headers that crash
+pyslow5, descriptor leaks, and input discovery (symlinked folders, duplicates, odd names)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nst_hf
+from nst_hf.errors import CorruptFileError
+
+B1_ASCII = "blue-crab/test/data/exp/p2s/pod5-output/b1_ascii.slow5"
+B1_BLOW5 = "blue-crab/test/data/exp/p2s/pod5-output/b1.blow5"
+
+
+def _ids(source) -> list[str]:
+    return [record.read_id for record in source]
+
+
+def test_a_damaged_slow5_record_is_reported_and_the_reads_after_it_are_read(tmp_path, real_dir):
+    clean = list(nst_hf.open_reads(real_dir / B1_ASCII))
+    data = bytearray((real_dir / B1_ASCII).read_bytes())
+    data[40000] ^= 0x55  # inside the first record's signal: pyslow5 alone stops here and reports nothing
+    path = tmp_path / "damaged.slow5"
+    path.write_bytes(bytes(data))
+    with nst_hf.open_reads(path, on_error="skip") as source:
+        delivered = {r.read_id: r for r in source}
+    assert [s.read_id for s in source.skipped] == [clean[0].read_id]
+    assert "len_raw_signal" in source.skipped[0].reason
+    assert sorted(delivered) == sorted(r.read_id for r in clean[1:])
+    for record in clean[1:]:
+        np.testing.assert_array_equal(delivered[record.read_id].signal, record.signal)
+    with pytest.raises(nst_hf.errors.InvalidReadError, match=clean[0].read_id):
+        list(nst_hf.open_reads(path))
+
+
+@pytest.mark.parametrize("name", [B1_BLOW5, "slow5tools/test/data/exp/f2s/multi-fast5-output/ssm1_zlib.blow5",
+                                  "slow5tools/test/data/exp/index/example_multi_rg_v0.2.0_zstd_svb-zd.blow5"])
+def test_a_blow5_record_pyslow5_cannot_parse_is_named_and_reading_goes_on(tmp_path, real_dir, name):
+    from nst_hf.io.slow5_layout import scan
+
+    clean = list(nst_hf.open_reads(real_dir / name))
+    layout = scan(real_dir / name)
+    data = bytearray((real_dir / name).read_bytes())
+    victim = layout.records[1]
+    middle = (victim.start + victim.end) // 2
+    data[middle:middle + 64] = bytes(64)  # zero a block inside the second record's compressed bytes
+    path = tmp_path / "damaged.blow5"
+    path.write_bytes(bytes(data))
+    with nst_hf.open_reads(path, on_error="skip") as source:
+        delivered = {r.read_id: r for r in source}
+    (skipped,) = source.skipped
+    if layout.record_compression == 2:  # zstd: the damaged block holds the read id, so it is named by position
+        assert skipped.read_id is None and "record 2 (read id unreadable)" in skipped.reason
+    else:
+        assert skipped.read_id == victim.read_id
+    assert "pyslow5" in skipped.reason
+    for record in clean:
+        if record.read_id != victim.read_id:
+            np.testing.assert_array_equal(delivered[record.read_id].signal, record.signal)
+
+
+def test_a_truncated_blow5_keeps_the_whole_records_before_the_cut(tmp_path, real_dir):
+    from nst_hf.io.slow5_layout import scan
+
+    clean = list(nst_hf.open_reads(real_dir / B1_BLOW5))
+    layout = scan(real_dir / B1_BLOW5)
+    data = (real_dir / B1_BLOW5).read_bytes()
+    path = tmp_path / "cut.blow5"
+    path.write_bytes(data[:layout.records[2].start + 100])
+    with nst_hf.open_reads(path, on_error="skip") as source:
+        assert _ids(source) == [r.read_id for r in clean[:2]]
+    assert len(source.skipped) == 1 and source.skipped[0].read_id is None
+    assert "truncated" in source.skipped[0].reason
+    with pytest.raises(CorruptFileError, match="cut.blow5"):
+        list(nst_hf.open_reads(path))
+
+
+HEADER_CASES = {
+    "blow5 header size": (B1_BLOW5, lambda d: d[:64] + (2**31).to_bytes(4, "little") + d[68:]),
+    "blow5 read groups 0": (B1_BLOW5, lambda d: d[:10] + bytes(4) + d[14:]),
+    "blow5 record compression 7": (B1_BLOW5, lambda d: d[:9] + b"\x07" + d[10:]),
+    "blow5 broken header tab": (B1_BLOW5, lambda d: d[:68] + d[68:3000].replace(b"\t", b" ", 1) + d[3000:]),
+    "slow5 CRLF first line": (B1_ASCII, lambda d: d.replace(b"\n", b"\r\n", 1)),
+    "slow5 read groups 0": (B1_ASCII, lambda d: d.replace(b"#num_read_groups\t1", b"#num_read_groups\t0", 1)),
+    "slow5 read groups 2": (B1_ASCII, lambda d: d.replace(b"#num_read_groups\t1", b"#num_read_groups\t2", 1)),
+}
+
+
+def test_headers_that_crash_pyslow5_are_refused_in_python(tmp_path, real_dir):
+    """Each of these damaged headers kills the process inside pyslow5 1.5 (segfault or abort)."""
+    paths = []
+    for number, (source, damage) in enumerate(HEADER_CASES.values()):
+        path = tmp_path / f"case{number}{Path(source).suffix}"
+        path.write_bytes(damage((real_dir / source).read_bytes()))
+        paths.append(str(path))
+    code = ("import sys, nst_hf\nfrom nst_hf.errors import CorruptFileError\n"
+            "for path in sys.argv[1:]:\n"
+            "    try:\n        list(nst_hf.open_reads(path))\n        print('READ', path)\n"
+            "    except CorruptFileError as exc:\n        print('REFUSED', exc)\n")
+    result = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(paths) and all(line.startswith("REFUSED") for line in lines), result.stdout
+    assert "damaged SLOW5/BLOW5 header" in result.stdout
+
+
+def _tiny_slow5(real_dir, samples: int = 40) -> bytes:
+    data = (real_dir / B1_ASCII).read_bytes()
+    header_end = data.index(b"\n", data.index(b"#read_id")) + 1
+    fields = data[header_end:data.index(b"\n", header_end)].split(b"\t")
+    fields[6] = str(samples).encode()
+    fields[7] = b",".join(fields[7].split(b",")[:samples])
+    return data[:header_end] + b"\t".join(fields) + b"\n"
+
+
+def test_two_thousand_slow5_files_under_a_low_descriptor_limit(tmp_path, real_dir):
+    tiny = _tiny_slow5(real_dir)
+    for i in range(2000):
+        (tmp_path / f"r{i:04d}.slow5").write_bytes(tiny)
+    code = ("import resource, sys, nst_hf\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))\n"
+            "with nst_hf.open_reads(sys.argv[1], on_error='skip') as source:\n"
+            "    count = sum(1 for _ in source)\n"
+            "print(count, len(source.skipped))\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["2000", "0"]
+
+
+@pytest.mark.slow
+def test_fuzzed_slow5_and_blow5_files_crash_nothing_and_lose_no_read(real_dir, expected):
+    from nst_hf.fuzzing import run_campaign
+
+    files = sorted(str(p) for p in real_dir.rglob("*") if p.suffix in (".slow5", ".blow5") and p.stat().st_size < 1_000_000)
+    assert len(files) >= 15
+    result = run_campaign(files, mutants_per_file=8, seed=17)
+    summary = result.to_dict()
+    assert result.mutants > 400
+    assert summary["crashed"] == summary["hung"] == summary["aborted_under_skip"] == 0, summary["failures"]
+    assert summary["reads_lost_without_report"] == 0, summary["failures"]["lost"]
+    assert summary["reads_reported"] > 0
+
+
+def test_symlinked_folders_are_followed_once_and_duplicates_dropped(tmp_path, real_dir, caplog):
+    runs = tmp_path / "runs"
+    (runs / "a").mkdir(parents=True)
+    (runs / "a" / "x.slow5").write_bytes(_tiny_slow5(real_dir))
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "y.slow5").write_bytes(_tiny_slow5(real_dir, 30))
+    os.symlink(outside, runs / "linked")          # a symlinked sub-directory
+    os.symlink(runs, runs / "a" / "loop")         # a loop back to the top
+    os.link(runs / "a" / "x.slow5", runs / "a" / "x_hardlink.slow5")
+    from nst_hf.io import find_signal_files
+
+    found = find_signal_files([runs, runs / "a" / "x.slow5"])
+    assert sorted(p.name for p in found) == ["x.slow5", "y.slow5"]
+    assert any("the same file as" in message for message in caplog.messages)
+
+
+def test_file_names_that_are_not_utf8(tmp_path, real_dir):
+    name = os.fsdecode(b"reads_\xff.slow5")
+    path = tmp_path / name
+    path.write_bytes(_tiny_slow5(real_dir))
+    assert len(list(nst_hf.open_reads(tmp_path))) == 1
+    assert len(list(nst_hf.open_reads(os.fsencode(path)))) == 1
