@@ -16,6 +16,7 @@ def load_tokenizer(name_or_path: str = "default", **kwargs):
 
     import nst_hf
     from nst_hf.pretrained import resolve_builtin
+    from nst_hf.tokenizers.base import NstBaseTokenizer
 
     path = Path(str(name_or_path))
     if path.is_file():
@@ -27,4 +28,13 @@ def load_tokenizer(name_or_path: str = "default", **kwargs):
         model = load_upstream_model(path)
         cls = nst_hf.NstRVQTokenizer if model.config.architecture == "rvq" else nst_hf.NstVQTokenizer
         return cls.from_upstream(path, model=model, **kwargs)
-    return AutoTokenizer.from_pretrained(resolve_builtin(str(name_or_path)), **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_builtin(str(name_or_path)), **kwargs)
+    if not isinstance(tokenizer, NstBaseTokenizer):
+        from nst_hf.errors import CheckpointError
+
+        missing = "" if (path / "tokenizer_config.json").exists() or not path.is_dir() else \
+            " (its tokenizer_config.json is missing)"
+        raise CheckpointError(f"{name_or_path} holds no nst_hf tokenizer{missing}: transformers found only a "
+                              f"{type(tokenizer).__name__}, which cannot tokenize signals; point to a folder written "
+                              "by save_pretrained, or restore tokenizer_config.json")
+    return tokenizer

@@ -10,7 +10,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
 from nst_hf import __version__
-from nst_hf.output import atomic_write_text
+from nst_hf.output import atomic_path, atomic_write_text
 
 SHIM_FILE = "tokenization_nst_hf.py"
 HUB_CONFIGS = Path(__file__).resolve().parent / "hub_templates"
@@ -70,8 +70,8 @@ def write_tokenizers_json(tokenizer, save_directory) -> str:
     fast.decoder = decoders.Fuse()
     fast.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokenizer.all_special_tokens])
     path = os.path.join(save_directory, "tokenizer.json")
-    fast.save(path + ".tmp")
-    os.replace(path + ".tmp", path)
+    with atomic_path(path) as tmp:
+        fast.save(str(tmp))
     return path
 
 

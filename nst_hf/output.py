@@ -78,7 +78,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         replace_path(tmp, path)
     except OSError as exc:
         _remove(tmp)
-        if exc.filename is None:
+        if exc.errno is not None and exc.filename is None and type(exc) in (OSError, IOError):
             raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
     except BaseException:

@@ -118,8 +118,9 @@ def test_tokenize_file_reports_bad_reads(vq1, tmp_path):
     summary = vq1.tokenize_file(path, tmp_path / "out.jsonl", on_error="skip")
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     texts = {r["id"]: r["text"] for r in rows}  # FAST5 lists reads in name order
-    assert set(texts) == {records[0].read_id, "flat", records[1].read_id}
-    assert texts["flat"] == "" and texts[records[0].read_id]  # a constant read has no tokens but is not lost
+    assert set(texts) == {records[0].read_id, records[1].read_id} and all(texts.values())
+    # a constant read has no tokens: it is not an empty row but a skipped read with its reason
+    assert [(s.read_id, "constant" in s.reason) for s in summary.skipped] == [("flat", True)]
 
 
 @pytest.mark.parametrize("fixture", ["vq1", "rvq"])

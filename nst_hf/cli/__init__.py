@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from nst_hf import __version__
@@ -46,13 +47,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     init_logging(args.verbose, args.quiet)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("nst-hf: interrupted", file=sys.stderr)
+        print("nst-hf: interrupted; an interrupted `tokenize` continues with --resume", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("nst-hf: terminated; an interrupted `tokenize` continues with --resume", file=sys.stderr)
+        return 143
     except Exception as exc:  # the one place that catches everything
         if os.environ.get("NST_HF_DEBUG") == "1":
             raise
-        print(f"nst-hf: error: {type(exc).__name__}: {exc} (set NST_HF_DEBUG=1 for a traceback)", file=sys.stderr)
+        message = os.fsencode(str(exc)).decode("utf-8", errors="backslashreplace")
+        print(f"nst-hf: error: {type(exc).__name__}: {message} (set NST_HF_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that the run ends through its normal clean-up."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated()

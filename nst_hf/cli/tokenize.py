@@ -9,8 +9,10 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "tokenize", help="tokenize signal files into bwav text",
         description="Tokenize every read of FAST5/POD5/SLOW5/BLOW5 files or directories. Output rows are "
-                    "{id, text}; the output is written atomically and a JSON report (reads, skipped reads with "
-                    "reasons, tokens, samples/s) is written next to it as OUTPUT.report.json.")
+                    "{id, text}; the output is written atomically and a JSON report (reads, every read not in the "
+                    "output with its reason, tokens, samples/s) is written next to it as OUTPUT.report.json. "
+                    "An existing output needs --resume (an interrupted run) or --overwrite; the output may not "
+                    "lie in an input folder.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="signal files or directories (recursive)")
     parser.add_argument("-o", "--output", required=True, help="output file (.jsonl, .jsonl.gz, .parquet) or folder")
     parser.add_argument("--tokenizer", default="default",
@@ -24,7 +26,11 @@ def register(subparsers) -> None:
     parser.add_argument("--format", choices=["jsonl", "parquet", "dataset"], default=None,
                         help="output format (default: from the output name; jsonl otherwise)")
     parser.add_argument("--return-ids", action="store_true", help="also write input_ids")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run (reuses finished files)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run (reuses finished files; refused if the tokenizer or "
+                             "settings changed)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier nst-hf output (only once the new one is complete; never other files)")
     parser.add_argument("--resample", action="store_true",
                         help="resample reads whose sampling rate differs from the tokenizer's (otherwise an error)")
     parser.add_argument("--on-error", choices=["raise", "skip"], default="raise",
@@ -35,10 +41,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from nst_hf.output import atomic_write_json
-    from nst_hf.pipeline import tokenize_inputs
+    from nst_hf.pipeline import printable_path, tokenize_inputs
 
     fmt = args.format or ("parquet" if args.output.endswith(".parquet") else "jsonl")
     load_kwargs = {k: v for k, v in (("stride", args.stride), ("trust_pickle", args.trust_pickle or None)) if v}
@@ -46,14 +49,14 @@ def run(args) -> int:
                               device=args.device, batch_windows=args.batch_size, batch_samples=args.batch_samples,
                               workers=args.workers, fmt=fmt, resume=args.resume, on_error=args.on_error,
                               return_ids=args.return_ids, load_kwargs=load_kwargs,
-                              progress=None if sys.stderr.isatty() else False, resample=args.resample)
-    report_path = Path(str(args.output) + ".report.json")
-    atomic_write_json(report_path, summary.to_dict())
-    print(f"{summary.reads} reads tokenized into {args.output} ({summary.tokens:,} tokens, "
+                              progress=None if sys.stderr.isatty() else False, resample=args.resample,
+                              overwrite=args.overwrite)
+    report_path = printable_path(f"{args.output}.report.json")
+    print(f"{summary.reads} reads tokenized into {printable_path(args.output)} ({summary.tokens:,} tokens, "
           f"{summary.samples:,} samples, {summary.samples_per_second:,.0f} samples/s"
           + (f", {summary.files_resumed} files resumed" if summary.files_resumed else "") + ")")
     if summary.skipped:
         print(f"{len(summary.skipped)} reads skipped (details in {report_path}):")
         for skipped in summary.skipped[:10]:
-            print(f"  {skipped.read_id or skipped.file}: {skipped.reason}")
+            print(f"  {skipped.read_id or printable_path(skipped.file)}: {printable_path(skipped.reason)}")
     return 0

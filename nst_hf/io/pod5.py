@@ -7,13 +7,14 @@ every format. Long reads span several signal rows; ``pod5`` joins them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from nst_hf.errors import CorruptFileError, InvalidReadError, MissingDependencyError
-from nst_hf.io.records import SignalRecord
+from nst_hf.io.records import SignalRecord, utf8_path
 
 # A Git LFS pointer file is about 130 bytes; a real POD5 is never that small.
 _MIN_POD5_BYTES = 200
@@ -50,11 +51,16 @@ def _record(read, path: str) -> SignalRecord:
 def iter_pod5(path: str | Path, read_ids: set[str] | None = None) -> Iterator[SignalRecord | InvalidReadError]:
     """Yield each read of a POD5 file as a record, or as an :class:`InvalidReadError` for a bad read."""
     pod5 = _pod5()
-    path = str(path)
+    path = os.fsdecode(path)
     if Path(path).stat().st_size < _MIN_POD5_BYTES:
         raise CorruptFileError(f"{path}: too small to be a POD5 file (a Git LFS pointer or a truncated file?)")
+    with utf8_path(path) as readable:
+        yield from _iter_pod5(pod5, path, readable, read_ids)
+
+
+def _iter_pod5(pod5, path: str, readable: str, read_ids: set[str] | None) -> Iterator[SignalRecord | InvalidReadError]:
     try:
-        reader = pod5.Reader(path)
+        reader = pod5.Reader(readable)
     except Exception as exc:  # pod5 raises RuntimeError/OSError/ArrowInvalid depending on the damage
         raise CorruptFileError(f"{path}: not a readable POD5 file ({type(exc).__name__}: {exc})") from exc
     with reader:

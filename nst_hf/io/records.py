@@ -1,7 +1,12 @@
-"""The one record type every reader yields."""
+"""The one record type every reader yields, and a file-name helper the readers share."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,3 +75,22 @@ def calibrate(signal: np.ndarray, offset: float, range_: float, digitisation: fl
     out += np.float32(offset)
     out *= scale
     return out
+
+
+@contextlib.contextmanager
+def utf8_path(path: str) -> Iterator[str]:
+    """``path`` itself, or a temporary symlink to it when its name is not valid UTF-8 (pod5 and pyslow5
+    accept only UTF-8 file names)."""
+    try:
+        path.encode("utf-8")
+        yield path
+        return
+    except UnicodeEncodeError:
+        pass
+    folder = tempfile.mkdtemp(prefix="nst_hf_name_")
+    try:
+        link = os.path.join(folder, "reads" + os.path.splitext(path)[1])
+        os.symlink(os.path.abspath(path), link)
+        yield link
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

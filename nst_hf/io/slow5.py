@@ -22,7 +22,7 @@ import numpy as np
 
 from nst_hf.errors import CorruptFileError, InvalidReadError, MissingDependencyError
 from nst_hf.io._attrs import as_float, as_int, as_str
-from nst_hf.io.records import SignalRecord
+from nst_hf.io.records import SignalRecord, utf8_path
 from nst_hf.io.slow5_layout import BLOW5_EOF, MAX_SUPPORTED_VERSION, RecordSpan, Slow5Layout, scan
 
 logger = logging.getLogger(__name__)
@@ -93,24 +93,18 @@ def _readable_copy(layout: Slow5Layout, records: list[RecordSpan], whole_file: b
     """A path pyslow5 can open holding the header and ``records``: the file itself when it is intact
     (through a link when its name is not valid UTF-8), else a temporary copy of those records."""
     if whole_file:
-        try:
-            layout.path.encode("utf-8")
-            yield layout.path
-            return
-        except UnicodeEncodeError:
-            pass
+        with utf8_path(layout.path) as path:
+            yield path
+        return
     folder = tempfile.mkdtemp(prefix="nst_hf_slow5_")
     target = os.path.join(folder, "reads" + Path(layout.path).suffix)
     try:
-        if whole_file:
-            os.symlink(os.path.abspath(layout.path), target)
-        else:
-            with open(layout.path, "rb") as source, open(target, "wb") as out:
-                _copy_range(source, out, 0, layout.header_end)
-                for record in records:
-                    _copy_range(source, out, record.start, record.end)
-                if layout.binary:
-                    out.write(BLOW5_EOF)
+        with open(layout.path, "rb") as source, open(target, "wb") as out:
+            _copy_range(source, out, 0, layout.header_end)
+            for record in records:
+                _copy_range(source, out, record.start, record.end)
+            if layout.binary:
+                out.write(BLOW5_EOF)
         yield target
     finally:
         shutil.rmtree(folder, ignore_errors=True)

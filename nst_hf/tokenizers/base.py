@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 PREPROCESSOR_FILE = "bwav_preprocessor_config.json"
 TRAINING_FILE = "bwav_training.json"
 DEFAULT_MAX_LENGTH = 2**31 - 1
+#: Sampling rates (Hz) a nanopore read can plausibly have; others are damaged metadata, refused per read.
+PLAUSIBLE_SAMPLING_RATES = (500.0, 100_000.0)
+#: The most a resampling may lengthen a read (a damaged rate must not turn a read into millions of tokens).
+MAX_RESAMPLE_GROWTH = 10.0
 #: Samples gathered from many reads before one batched encoding pass.
 DEFAULT_BATCH_SAMPLES = 1_000_000
 
@@ -98,14 +102,26 @@ class NstBaseTokenizer(PreTrainedTokenizer):
         return (f"this folder holds a {found!r} tokenizer, not a {cls.bwav_kind!r} one; load it with "
                 f"nst_hf.{names.get(found, 'AutoTokenizer')}.from_pretrained(...) or transformers.AutoTokenizer")
 
-    def _require_files(self, kwargs: dict, *paths) -> None:
-        """Raise a clear error when ``from_pretrained`` found none of this kind's files (HF_NOTES pitfall P1)."""
-        if all(paths):
-            return
-        kind = kwargs.get("bwav_kind")
-        if kind is not None and kind != self.bwav_kind:
-            raise CheckpointError(self._wrong_kind_message(kind))
-        raise CheckpointError(self._missing_files_message(" / ".join(self.vocab_files_names.values())))
+    def _require_files(self, kwargs: dict, *paths, preprocessor_file: str | None = None,
+                       preprocessing=None) -> None:
+        """Raise a clear error unless the folder holds all of this kind's files.
+
+        ``transformers`` passes ``None`` for each file it did not find and would otherwise build a
+        tokenizer from defaults; a folder missing its preprocessing or ``tokenizer_config.json``
+        would give other tokens than the tokenizer that was saved.
+        """
+        if not all(paths):
+            kind = kwargs.get("bwav_kind")
+            if kind is not None and kind != self.bwav_kind:
+                raise CheckpointError(self._wrong_kind_message(kind))
+            raise CheckpointError(self._missing_files_message(" / ".join(self.vocab_files_names.values())))
+        folder = os.path.dirname(str(paths[0]))
+        missing = [name for name, present in ((PREPROCESSOR_FILE, preprocessor_file or preprocessing is not None),
+                                              ("tokenizer_config.json", "bwav_kind" in kwargs)) if not present]
+        if missing:
+            raise CheckpointError(f"{kwargs.get('name_or_path') or folder}: the tokenizer folder lacks "
+                                  f"{' and '.join(missing)}, so its tokens cannot be reproduced; save it again "
+                                  "with save_pretrained, or restore the missing file(s)")
 
     @classmethod
     def _missing_files_message(cls, what: str) -> str:
@@ -217,6 +233,10 @@ class NstBaseTokenizer(PreTrainedTokenizer):
     def _check_rate(self, sampling_rate: float | None, resample: bool) -> tuple[float | None, bool]:
         """Return (rate to use for filters, whether to resample)."""
         expected = self.sampling_rate
+        low, high = PLAUSIBLE_SAMPLING_RATES
+        if sampling_rate is not None and not low <= float(sampling_rate) <= high:
+            raise InvalidSignalError(f"sampling rate {sampling_rate:g} Hz is outside the plausible range "
+                                     f"{low:g}-{high:g} Hz of nanopore reads (damaged metadata?)")
         if sampling_rate is None:
             if expected is not None:
                 logger.debug("no sampling_rate given; assuming the tokenizer's %g Hz", expected)
@@ -228,6 +248,9 @@ class NstBaseTokenizer(PreTrainedTokenizer):
                 f"signal sampled at {sampling_rate:g} Hz but this tokenizer was trained at {expected:g} Hz; "
                 "pass resample=True to resample it, or use a tokenizer trained at this rate"
             )
+        if expected / float(sampling_rate) > MAX_RESAMPLE_GROWTH:
+            raise InvalidSignalError(f"resampling {sampling_rate:g} Hz to {expected:g} Hz would make the read more "
+                                     f"than {MAX_RESAMPLE_GROWTH:g} times longer; refusing (damaged metadata?)")
         return float(sampling_rate), True
 
     def preprocess_signal(self, signal_pa, sampling_rate: float | None = None, resample: bool = False,
@@ -287,6 +310,8 @@ class NstBaseTokenizer(PreTrainedTokenizer):
                 return self.preprocess_signal(signal, rate, resample, config), None
             except (NstHfError, ValueError) as exc:
                 return None, exc
+            except MemoryError:  # one huge read must not end a whole run
+                return None, InvalidSignalError(f"not enough memory to preprocess a read of {np.size(signal):,} samples")
 
         pairs = list(zip(signals, sampling_rates))
         threads = min(compute_threads(), len(pairs))
@@ -336,6 +361,42 @@ class NstBaseTokenizer(PreTrainedTokenizer):
         if padding:
             return self.pad(encoding, padding=padding, return_tensors=return_tensors)
         return BatchEncoding(encoding, tensor_type=return_tensors)
+
+    # ------------------------------------------------------------------ identity
+
+    def _fingerprint_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays that decide the tokens (weights, centroids); implemented by subclasses."""
+        raise NotImplementedError
+
+    def _fingerprint_config(self) -> dict:
+        return {"class": type(self).__name__, "codebook_size": self.codebook_size,
+                "num_quantizers": self.num_quantizers, "preprocessing": self.preprocessing.to_dict(),
+                "default_token_type": self.default_token_type}
+
+    def fingerprint(self) -> str:
+        """A SHA-256 of everything that decides this tokenizer's tokens: weights or centroids, the model
+        configuration and the preprocessing. Two tokenizers with the same fingerprint give the same tokens."""
+        import hashlib
+        import json
+
+        digest = hashlib.sha256(json.dumps(self._fingerprint_config(), sort_keys=True, default=str).encode())
+        for name, array in sorted(self._fingerprint_arrays().items()):
+            array = np.ascontiguousarray(array)
+            digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+            digest.update(memoryview(array).cast("B"))
+        return digest.hexdigest()
+
+    @property
+    def min_samples_for_tokens(self) -> int:
+        """The shortest preprocessed signal that has a token."""
+        return 1
+
+    def no_tokens_reason(self, num_samples: int) -> str:
+        """Why a read of ``num_samples`` samples gave no tokens (for reports)."""
+        minimum = self.min_samples_for_tokens
+        if num_samples < minimum:
+            return f"too short to tokenize: {num_samples} samples, this tokenizer needs at least {minimum}"
+        return "no tokens: the signal is constant (median absolute deviation 0) or too short after resampling"
 
     # ------------------------------------------------------------------ reads and files
 
@@ -416,8 +477,9 @@ class NstBaseTokenizer(PreTrainedTokenizer):
         summary = TokenizeSummary()
         started = time.perf_counter()
         for record, codes, error in self.iter_tokenized(source, token_type, on_error, resample, batch_samples):
-            if codes is None:
-                summary.skipped.append(SkippedRead(record.source_file, record.read_id, error or "no tokens"))
+            if codes is None or codes.size == 0:
+                reason = error or self.no_tokens_reason(record.num_samples)
+                summary.skipped.append(SkippedRead(record.source_file, record.read_id, reason))
             else:
                 row = {"id": record.read_id, "text": codes_to_text(codes, self.is_rvq)}
                 if return_ids:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nst_hf.errors import CheckpointError
-from nst_hf.output import atomic_write_json
+from nst_hf.output import atomic_path, atomic_write_json
 from nst_hf.preprocessing import PreprocessingConfig
 from nst_hf.quantizers import fused
 from nst_hf.quantizers.nearest import nearest_codes_fused, packed_codebook, prove_winners
@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 CENTROIDS_FILE = "bwav_centroids.safetensors"
 KMEANS_CONFIG_FILE = "bwav_kmeans_config.json"
+#: Wider windows or longer strides are a damaged config, not a real tokenizer.
+MAX_DIMENSION = 4096
 
 
 def load_upstream_centroids(path: str | os.PathLike, dimension: int | None = None, stride: int | None = None,
@@ -112,7 +114,8 @@ class NstKMeansTokenizer(NstBaseTokenizer):
                  preprocessing: PreprocessingConfig | dict | None = None, training_info: dict | None = None,
                  training_file: str | None = None, **kwargs):
         if centroids is None:
-            self._require_files(kwargs, centroids_file, kmeans_config_file)
+            self._require_files(kwargs, centroids_file, kmeans_config_file, preprocessor_file=preprocessor_file,
+                                preprocessing=preprocessing)
             from safetensors.numpy import load_file
 
             with open(kmeans_config_file, encoding="utf-8") as handle:
@@ -123,8 +126,11 @@ class NstKMeansTokenizer(NstBaseTokenizer):
         if dimension is None or stride is None or centroids.ndim != 2 or centroids.shape[1] != dimension:
             raise CheckpointError(f"centroids of shape {centroids.shape} need a matching dimension and a stride "
                                   f"(got dimension={dimension}, stride={stride})")
-        if stride < 1:
-            raise CheckpointError(f"stride must be >= 1, got {stride}")
+        if not 1 <= dimension <= MAX_DIMENSION or not 1 <= stride <= MAX_DIMENSION:
+            raise CheckpointError(f"K-Means dimension and stride must be between 1 and {MAX_DIMENSION} samples, "
+                                  f"got dimension={dimension}, stride={stride}")
+        if not np.isfinite(centroids).all():
+            raise CheckpointError("the centroids contain NaN or infinite values")
         self._check_saved_sizes(kwargs, centroids.shape[0], 1)
         self.centroids = centroids
         self.dimension = int(dimension)
@@ -160,6 +166,16 @@ class NstKMeansTokenizer(NstBaseTokenizer):
         return self.stride
 
     @property
+    def min_samples_for_tokens(self) -> int:
+        return self.dimension
+
+    def _fingerprint_arrays(self) -> dict[str, np.ndarray]:
+        return {"centroids": self.centroids}
+
+    def _fingerprint_config(self) -> dict:
+        return {**super()._fingerprint_config(), "dimension": self.dimension, "stride": self.stride}
+
+    @property
     def index(self):
         """The faiss ``IndexFlatL2`` over the centroids (built on first use)."""
         if self._lazy_index.index is None:
@@ -193,9 +209,9 @@ class NstKMeansTokenizer(NstBaseTokenizer):
 
         prefix = f"{filename_prefix}-" if filename_prefix else ""
         path = os.path.join(save_directory, prefix + CENTROIDS_FILE)
-        save_file({"centroids": self.centroids}, path + ".tmp", metadata={"nst_hf": "kmeans"})
-        os.chmod(path + ".tmp", 0o644)
-        os.replace(path + ".tmp", path)
+        with atomic_path(path) as tmp:
+            save_file({"centroids": self.centroids}, str(tmp), metadata={"nst_hf": "kmeans"})
+            os.chmod(tmp, 0o644)
         config = os.path.join(save_directory, prefix + KMEANS_CONFIG_FILE)
         atomic_write_json(config, {"model_type": "nst_kmeans", "dimension": self.dimension, "stride": self.stride,
                                    "num_centroids": int(self.centroids.shape[0]), "metric": "squared_l2"})

@@ -12,6 +12,7 @@ import torch
 from nst_hf.chunking import min_margin, num_frames, plan_windows
 from nst_hf.errors import CheckpointError
 from nst_hf.models.conv_vq import NstConvVQConfig, NstConvVQModel
+from nst_hf.output import atomic_path
 from nst_hf.preprocessing import PreprocessingConfig
 from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
 
@@ -22,6 +23,8 @@ MODEL_CONFIG_FILE = "bwav_model_config.json"
 UPSTREAM_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 #: Shortest VQ signal with tokens (the earlier tool's documented minimum); RVQ has none.
 VQ_MIN_SAMPLES = 25
+#: A larger minimum read length is a damaged config (it would silently drop every read).
+MAX_MIN_SAMPLES = 100_000
 
 
 SEARCH_ROWS = 8192
@@ -39,13 +42,16 @@ class _NeuralTokenizer(NstBaseTokenizer):
                  device: str | None = None, window_frames: int = 500, batch_windows: int = 4,
                  training_info: dict | None = None, training_file: str | None = None, **kwargs):
         if model is None:
-            self._require_files(kwargs, weights_file, model_config_file)
+            self._require_files(kwargs, weights_file, model_config_file, preprocessor_file=preprocessor_file,
+                                preprocessing=preprocessing)
             model = self._load_weights(weights_file, model_config_file)
         self.model = model.eval()
         self._validate_model(model.config)
         self._check_saved_sizes(kwargs, model.config.codebook_size, model.config.num_quantizers)
         self.training_info = training_info or self._load_training_info(training_file)
         self.min_samples = VQ_MIN_SAMPLES if min_samples is None and not self.is_rvq else int(min_samples or 0)
+        if not 0 <= self.min_samples <= MAX_MIN_SAMPLES:
+            raise CheckpointError(f"min_samples must be between 0 and {MAX_MIN_SAMPLES:,} samples, got {self.min_samples:,}")
         self.window_frames = int(window_frames)
         self.batch_windows = int(batch_windows)
         #: Latent rows gathered from several encoder batches before one codebook search (fewer hand-overs
@@ -113,6 +119,16 @@ class _NeuralTokenizer(NstBaseTokenizer):
     @property
     def samples_per_token(self) -> int:
         return self.model.config.downsample_rate
+
+    @property
+    def min_samples_for_tokens(self) -> int:
+        return max(self.min_samples, 1)
+
+    def _fingerprint_arrays(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+
+    def _fingerprint_config(self) -> dict:
+        return {**super()._fingerprint_config(), "model": self.model.config.to_dict(), "min_samples": self.min_samples}
 
     def _encode_preprocessed(self, signals: list[np.ndarray], levels: int) -> list[np.ndarray]:
         d = self.model.config.downsample_rate
@@ -208,9 +224,9 @@ class _NeuralTokenizer(NstBaseTokenizer):
         prefix = f"{filename_prefix}-" if filename_prefix else ""
         weights = os.path.join(save_directory, prefix + WEIGHTS_FILE)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, weights + ".tmp", metadata={"format": "pt", "nst_hf": "conv_vq"})
-        os.chmod(weights + ".tmp", 0o644)
-        os.replace(weights + ".tmp", weights)
+        with atomic_path(weights) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "nst_hf": "conv_vq"})
+            os.chmod(tmp, 0o644)
         config = os.path.join(save_directory, prefix + MODEL_CONFIG_FILE)
         self.model.config.save(config)
         if self.training_info:

@@ -196,11 +196,12 @@ def train_vq(config: VQTrainingConfig, progress: bool | None = None):
 
 
 def _save_checkpoint(path: Path, network, optimizer, scheduler, sampler, step: int, history: list) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "sampler": json.dumps(sampler.state()),
-                "torch_rng": torch.get_rng_state(), "step": step, "history": json.dumps(history)}, tmp)
-    os.replace(tmp, path)
+    from nst_hf.output import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "sampler": json.dumps(sampler.state()),
+                    "torch_rng": torch.get_rng_state(), "step": step, "history": json.dumps(history)}, tmp)
 
 
 __all__ = ["VQTrainingConfig", "train_vq", "np"]
