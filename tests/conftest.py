@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,10 @@ REAL = SHARED / "data" / "real"
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"{path} not found: the shared test data must sit beside the checkout (../shared)")
+        message = f"{path} not found: the shared test data must sit beside the checkout (../shared)"
+        if os.environ.get("CI") or os.environ.get("NST_HF_REQUIRE_SHARED") == "1":
+            pytest.fail(message + "; CI needs it, so this test fails instead of skipping")
+        pytest.skip(message)
     return path
 
 
