@@ -28,13 +28,17 @@ def default():
     return nst_hf.load_tokenizer("default")
 
 
+def _pod5_folder(folder: Path, files: int, reads: int, min_samples: int, max_samples: int) -> Path:
+    folder.mkdir()
+    for i in range(files):
+        write_pod5(folder / f"f{i}.pod5", simulate_reads(num_reads=reads, min_samples=min_samples,
+                                                          max_samples=max_samples, seed=i))
+    return folder
+
+
 @pytest.fixture
 def run_folder(tmp_path):
-    folder = tmp_path / "run"
-    folder.mkdir()
-    for i in range(2):
-        write_pod5(folder / f"f{i}.pod5", simulate_reads(num_reads=2, min_samples=3000, max_samples=4000, seed=i))
-    return folder
+    return _pod5_folder(tmp_path / "run", files=2, reads=2, min_samples=3000, max_samples=4000)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -220,10 +224,7 @@ def test_non_utf8_input_names_run_and_are_listed(tmp_path, default):
 
 @pytest.mark.slow
 def test_workers_die_with_their_parent(tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(6):
-        write_pod5(folder / f"f{i}.pod5", simulate_reads(num_reads=4, min_samples=200_000, max_samples=300_000, seed=i))
+    folder = _pod5_folder(tmp_path / "in", files=6, reads=4, min_samples=200_000, max_samples=300_000)
     parent = subprocess.Popen([sys.executable, "-m", "nst_hf", "tokenize", str(folder), "-o", str(tmp_path / "o.jsonl"),
                                "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -276,10 +277,7 @@ def test_parts_manifest_output_and_their_folders_are_flushed_before_each_rename(
 
 @pytest.mark.slow
 def test_sigterm_ends_with_one_line_and_resumes_to_the_same_output(tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(5):
-        write_pod5(folder / f"f{i}.pod5", simulate_reads(num_reads=3, min_samples=60_000, max_samples=80_000, seed=i))
+    folder = _pod5_folder(tmp_path / "in", files=5, reads=3, min_samples=60_000, max_samples=80_000)
     full = _cli("tokenize", folder, "-o", tmp_path / "full.jsonl")
     assert full.returncode == 0, full.stderr
     process = subprocess.Popen([sys.executable, "-m", "nst_hf", "tokenize", str(folder), "-o", str(tmp_path / "cut.jsonl")],
