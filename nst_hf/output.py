@@ -13,7 +13,9 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,11 @@ def temporary_name(path: str | os.PathLike, tag: str = "") -> Path:
     """``.<name>.<pid><tag>.tmp`` beside ``path``."""
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}{tag}.tmp")
+
+
+def is_temporary_name(name: str, of: str) -> bool:
+    """Whether ``name`` is a :func:`temporary_name` of the file or folder named ``of``."""
+    return re.fullmatch(rf"\.{re.escape(of)}\.\d+(\.old|\.done)?\.tmp", name) is not None
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -50,16 +57,30 @@ def _remove(path: Path) -> None:
 
 
 def replace_path(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Rename ``source`` onto ``target`` and flush; a folder replaces a folder (the old one is removed after)."""
+    """Rename ``source`` onto ``target`` and flush; a folder replaces a folder (the old one is removed after).
+
+    A folder cannot be renamed over another, so the old one is moved aside first; if the second
+    rename fails it is moved back, and SIGINT/SIGTERM wait until both renames are done.
+    """
     source, target = Path(source), Path(target)
-    old = None
-    if target.is_dir() and not target.is_symlink():
-        old = temporary_name(target, ".old")
+    if not (target.is_dir() and not target.is_symlink()):
+        os.replace(source, target)
+        fsync_path(target.parent if str(target.parent) else ".")
+        return
+    old = temporary_name(target, ".old")
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
         os.replace(target, old)
-    os.replace(source, target)
+        try:
+            os.replace(source, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     fsync_path(target.parent if str(target.parent) else ".")
-    if old is not None:
-        _remove(old)
+    _remove(old)
 
 
 @contextlib.contextmanager

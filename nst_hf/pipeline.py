@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nst_hf.io import SkippedRead, find_signal_files
-from nst_hf.output import atomic_path, atomic_write_json, open_jsonl_for_writing
+from nst_hf.output import atomic_path, atomic_write_json, is_temporary_name, open_jsonl_for_writing
 from nst_hf.tokenizers.base import TokenizeSummary
 
 logger = logging.getLogger(__name__)
@@ -122,9 +123,10 @@ def _is_nst_output(path: Path) -> bool:
 
 
 def _is_parts_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds only what nst_hf puts in a parts folder (parts, manifest, their temporaries)."""
     names = [p.name for p in folder.iterdir()]
-    return all(name == MANIFEST or (len(name) == 20 and all(c in "0123456789abcdef" for c in name))
-               or name.endswith(".tmp") for name in names)
+    return all(re.fullmatch(r"[0-9a-f]{20}", name) or name == MANIFEST
+               or re.fullmatch(r"\.([0-9a-f]{20}|manifest\.json)\.\d+\.tmp", name) for name in names)
 
 
 class OutputLock:
@@ -140,7 +142,17 @@ class OutputLock:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            handle = open(self.path, "a+")
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except OSError as exc:
+                raise FileExistsError(f"{printable_path(self.path)} cannot be used as the run's lock file "
+                                      f"({exc.strerror}); move it away or choose another -o") from exc
+            handle = os.fdopen(fd, "r+")
+            content = handle.read(64)
+            if content.strip() and not content.strip().isdigit():
+                handle.close()
+                raise FileExistsError(f"{printable_path(self.path)} exists and is not an nst-hf lock file; "
+                                      "move it away or choose another -o")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -170,10 +182,13 @@ class OutputLock:
 
 
 def _remove_leftovers(output: Path, parts_dir: Path) -> None:
-    """Remove what killed runs on this output left: temporary files beside it and in its parts folder."""
-    candidates = list(output.parent.glob(f".{output.name}.*.tmp")) if output.parent.is_dir() else []
-    if parts_dir.is_dir():
-        candidates += list(parts_dir.glob(".*.tmp"))
+    """Remove what killed runs on this output left: the temporary names of the output, its report and
+    its parts folder beside it, and of the parts and the manifest inside an nst_hf parts folder."""
+    ours = (output.name, _sidecars(output)["report"].name, parts_dir.name)
+    candidates = [p for p in output.parent.iterdir() if any(is_temporary_name(p.name, of) for of in ours)] \
+        if output.parent.is_dir() else []
+    if parts_dir.is_dir() and _is_parts_folder(parts_dir):
+        candidates += [p for p in parts_dir.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
     for leftover in candidates:
         logger.info("removing %s, left by an interrupted run", printable_path(leftover))
         if leftover.is_dir() and not leftover.is_symlink():
@@ -437,8 +452,8 @@ def tokenize_inputs(inputs, output, tokenizer="default", token_type: str | None 
     sidecars = _sidecars(output)
     parts_dir = sidecars["parts"]
     with OutputLock(output):
-        _remove_leftovers(output, parts_dir)
         manifest = _prepare_parts(output, parts_dir, settings, resume, overwrite)
+        _remove_leftovers(output, parts_dir)
         summary = PipelineSummary(files=len(files), output=str(output), tokenizer_fingerprint=fingerprint)
         summary.non_utf8_paths = [printable_path(f) for f in files if printable_path(f) != f]
         todo = []
@@ -452,8 +467,10 @@ def tokenize_inputs(inputs, output, tokenizer="default", token_type: str | None 
         if summary.files_resumed:
             logger.info("resuming: %d of %d files already done", summary.files_resumed, len(files))
 
+        stamps = {file: _input_stamp(file) for file in todo}  # before reading: a file changed meanwhile is redone
+
         def record(file: str, result: dict) -> None:
-            manifest["parts"][_part_name(file)] = {"input": _input_stamp(file), "result": result}
+            manifest["parts"][_part_name(file)] = {"input": stamps[file], "result": result}
             atomic_write_json(parts_dir / MANIFEST, manifest, indent=None)
             _add_result(summary, result)
 

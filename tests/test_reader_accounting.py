@@ -89,6 +89,12 @@ HEADER_CASES = {
     "slow5 CRLF first line": (B1_ASCII, lambda d: d.replace(b"\n", b"\r\n", 1)),
     "slow5 read groups 0": (B1_ASCII, lambda d: d.replace(b"#num_read_groups\t1", b"#num_read_groups\t0", 1)),
     "slow5 read groups 2": (B1_ASCII, lambda d: d.replace(b"#num_read_groups\t1", b"#num_read_groups\t2", 1)),
+    "slow5 repeated attribute": (B1_ASCII, lambda d: d.replace(b"@asic_id\t", b"@adc_max\t", 1)),
+    "slow5 @@ attribute": (B1_ASCII, lambda d: d.replace(b"@run_id", b"@@run_id", 1)),
+    "slow5 space in attribute": (B1_ASCII, lambda d: d.replace(b"@run_id", b"@run id", 1)),
+    "slow5 empty enum label": (B1_ASCII, lambda d: d.replace(b"enum{unknown,", b"enum{,", 1)),
+    "slow5 repeated enum label": (B1_ASCII, lambda d: d.replace(b"enum{unknown,", b"enum{unknown,unknown,", 1)),
+    "blow5 repeated attribute": (B1_BLOW5, lambda d: d.replace(b"@asic_id\t", b"@adc_max\t", 1)),
 }
 
 
@@ -106,8 +112,32 @@ def test_headers_that_crash_pyslow5_are_refused_in_python(tmp_path, real_dir):
     result = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert len(lines) == len(paths) and all(line.startswith("REFUSED") for line in lines), result.stdout
-    assert "damaged SLOW5/BLOW5 header" in result.stdout
+    assert len(lines) == len(paths), result.stdout
+    assert all(line.startswith("REFUSED") and "damaged SLOW5/BLOW5 header" in line for line in lines), result.stdout
+
+
+def test_the_probe_survives_a_file_that_crashes_pyslow5(tmp_path, real_dir):
+    """A file past the checks that still crashes pyslow5 is caught by the helper process, which restarts."""
+    from nst_hf.io._slow5_probe import Slow5Prober
+
+    source, damage = HEADER_CASES["slow5 CRLF first line"]
+    crashing = tmp_path / "crash.slow5"
+    crashing.write_bytes(damage((real_dir / source).read_bytes()))
+    prober = Slow5Prober()
+    assert prober.probe(str(real_dir / B1_BLOW5)) is None
+    assert "pyslow5 crashes on it" in prober.probe(str(crashing))
+    assert prober.probe(str(real_dir / B1_ASCII)) is None  # a new helper took over
+
+
+def test_blank_lines_between_slow5_records_lose_nothing(tmp_path, real_dir):
+    clean = [r.read_id for r in nst_hf.open_reads(real_dir / B1_ASCII)]
+    data = (real_dir / B1_ASCII).read_bytes()
+    second = data.index(clean[1].encode())
+    path = tmp_path / "blank.slow5"
+    path.write_bytes(data[:second] + b"\n  \n" + data[second:])  # pyslow5 alone stops at the blank line
+    with nst_hf.open_reads(path, on_error="skip") as source:
+        assert _ids(source) == clean
+    assert source.skipped == []
 
 
 def _tiny_slow5(real_dir, samples: int = 40) -> bytes:

@@ -295,3 +295,54 @@ def test_sigterm_ends_with_one_line_and_resumes_to_the_same_output(tmp_path):
     resumed = _cli("tokenize", folder, "-o", tmp_path / "cut.jsonl", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "cut.jsonl").read_bytes() == (tmp_path / "full.jsonl").read_bytes()
+
+
+def test_a_failed_folder_swap_puts_the_old_output_back(tmp_path, monkeypatch):
+    from nst_hf import output as output_module
+
+    old, new = tmp_path / "ds", tmp_path / "new"
+    for folder, text in ((old, "old"), (new, "new")):
+        folder.mkdir()
+        (folder / "data").write_text(text)
+    real_replace, calls = os.replace, []
+
+    def failing_second_rename(source, target):
+        calls.append((source, target))
+        if len(calls) == 2:
+            raise OSError(5, "injected failure")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", failing_second_rename)
+    with pytest.raises(OSError, match="injected"):
+        output_module.replace_path(new, old)
+    assert (old / "data").read_text() == "old" and (new / "data").read_text() == "new"
+
+
+def test_cleaning_leftovers_touches_only_this_outputs_temporaries(run_folder, tmp_path, default):
+    out = tmp_path / "out.jsonl"
+    neighbour = tmp_path / ".out.jsonl.gz.4242.tmp"  # another output's run in progress
+    neighbour.write_text("partial output of a concurrent run")
+    mine = tmp_path / ".out.jsonl.4242.tmp"
+    mine.write_text("left by a killed run")
+    user = tmp_path / "out.jsonl.parts" / ".user_stuff.tmp"
+    user.mkdir(parents=True)
+    (user / "precious").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not an nst_hf parts folder"):
+        tokenize_inputs([run_folder], out, tokenizer=default, progress=False, resume=True)
+    assert (user / "precious").read_text() == "keep me" and neighbour.exists()
+    (user / "precious").unlink()
+    user.rmdir()
+    tokenize_inputs([run_folder], out, tokenizer=default, progress=False, resume=True)
+    assert neighbour.exists() and not mine.exists()
+
+
+def test_the_lock_never_follows_a_symlink_nor_takes_a_foreign_file(run_folder, tmp_path, default):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("do not truncate")
+    (tmp_path / "a.jsonl.lock").symlink_to(victim)
+    with pytest.raises(FileExistsError, match="lock file"):
+        tokenize_inputs([run_folder], tmp_path / "a.jsonl", tokenizer=default, progress=False)
+    (tmp_path / "b.jsonl.lock").write_text("my notes")
+    with pytest.raises(FileExistsError, match="not an nst-hf lock file"):
+        tokenize_inputs([run_folder], tmp_path / "b.jsonl", tokenizer=default, progress=False)
+    assert victim.read_text() == "do not truncate" and (tmp_path / "b.jsonl.lock").read_text() == "my notes"

@@ -83,14 +83,13 @@ def utf8_path(path: str) -> Iterator[str]:
     accept only UTF-8 file names)."""
     try:
         path.encode("utf-8")
-        yield path
-        return
     except UnicodeEncodeError:
-        pass
-    folder = tempfile.mkdtemp(prefix="nst_hf_name_")
-    try:
-        link = os.path.join(folder, "reads" + os.path.splitext(path)[1])
-        os.symlink(os.path.abspath(path), link)
-        yield link
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        folder = tempfile.mkdtemp(prefix="nst_hf_name_")
+        try:
+            link = os.path.join(folder, "reads" + os.path.splitext(path)[1])
+            os.symlink(os.path.abspath(path), link)
+            yield link
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    else:
+        yield path

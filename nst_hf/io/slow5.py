@@ -22,6 +22,7 @@ import numpy as np
 
 from nst_hf.errors import CorruptFileError, InvalidReadError, MissingDependencyError
 from nst_hf.io._attrs import as_float, as_int, as_str
+from nst_hf.io._slow5_probe import Slow5Prober
 from nst_hf.io.records import SignalRecord, utf8_path
 from nst_hf.io.slow5_layout import BLOW5_EOF, MAX_SUPPORTED_VERSION, RecordSpan, Slow5Layout, scan
 
@@ -29,8 +30,13 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["iter_slow5", "check_header", "MAX_SUPPORTED_VERSION"]
 
-#: After this many records that pyslow5 cannot parse, the rest of the file is reported unread.
+#: After this many records that pyslow5 cannot parse, the rest of the file is reported unread
+#: (each restart copies the rest of the file).
 MAX_RESTARTS = 100
+#: ... and after this many in a row.
+MAX_EMPTY_PASSES = 3
+#: Opens each file in a helper process first, so damage the checks miss cannot crash this process.
+_PROBER = Slow5Prober()
 
 
 def _pyslow5():
@@ -115,13 +121,23 @@ def _bad_read(path: str, record: RecordSpan, problem: str) -> InvalidReadError:
     return InvalidReadError(f"{path}: {name} is unreadable: {problem}", path=path, read_id=record.read_id)
 
 
-def _rows(pyslow5, path: str) -> Iterator[tuple[dict, list[str] | None, dict]]:
+def _open(pyslow5, path: str):
+    """Open with pyslow5 and read what every record needs from the header; raises on failure."""
     handle = pyslow5.Open(path, "r")
     try:
         labels = _enum_labels(handle)
         run_ids = {group: as_str(handle.get_header_value("run_id", group)) or None
                    for group in range(handle.get_num_read_groups())}
         aux = "all" if handle.get_aux_names() else None
+    except BaseException:
+        handle.close()
+        raise
+    return handle, labels, run_ids, aux
+
+
+def _rows(opened) -> Iterator[tuple[dict, list[str] | None, dict]]:
+    handle, labels, run_ids, aux = opened
+    try:
         for row in handle.seq_reads(pA=False, aux=aux):
             yield row, labels, run_ids
     finally:
@@ -132,21 +148,32 @@ def iter_slow5(path: str | Path, read_ids: set[str] | None = None) -> Iterator[S
     """Yield each read of a SLOW5/BLOW5 file as a record, or as an :class:`InvalidReadError`.
 
     Streams sequentially (no ``.idx`` file is created next to the data). Raises
-    :class:`CorruptFileError` for a damaged header, and after the last whole record when the file is
-    truncated or damaged past the point where records can be found.
+    :class:`CorruptFileError` for a damaged header or one pyslow5 cannot open, and after the last
+    whole record when the file is truncated or damaged past the point where records can be found.
     """
     path = os.fsdecode(path)
     layout = scan(path)
     pyslow5 = _pyslow5()
+
+    def wanted(record: RecordSpan) -> bool:  # a record without a readable id may be any read: report it
+        return read_ids is None or record.read_id is None or record.read_id in read_ids
+
     for record, problem in layout.bad_records:
-        if read_ids is None or record.read_id in read_ids:
+        if wanted(record):
             yield _bad_read(path, record, problem)
-    pending, whole_file, restarts = layout.records, layout.intact, 0
+    pending, whole_file, restarts, empty_passes = layout.records, layout.intact, 0, 0
     while pending:
         delivered, failure = 0, "pyslow5 stopped reading the file before this record"
         with _readable_copy(layout, pending, whole_file) as readable:
+            crash = _PROBER.probe(readable) if restarts == 0 else None
+            if crash:
+                raise CorruptFileError(f"{path}: {crash}; skipped")
             try:
-                for row, labels, run_ids in _rows(pyslow5, readable):
+                opened = _open(pyslow5, readable)
+            except Exception as exc:
+                raise CorruptFileError(f"{path}: pyslow5 cannot open it ({type(exc).__name__}: {exc})") from exc
+            try:
+                for row, labels, run_ids in _rows(opened):
                     expected = pending[min(delivered, len(pending) - 1)]
                     delivered += 1
                     if not isinstance(row, dict) or "read_id" not in row:
@@ -165,13 +192,16 @@ def iter_slow5(path: str | Path, read_ids: set[str] | None = None) -> Iterator[S
         if delivered >= len(pending):
             break
         failed, pending, whole_file = pending[delivered], pending[delivered + 1:], False
-        if read_ids is None or failed.read_id in read_ids:
+        if wanted(failed):
             yield _bad_read(path, failed, failure)
         restarts += 1
-        if restarts >= MAX_RESTARTS:
+        empty_passes = empty_passes + 1 if delivered == 0 else 0
+        if restarts >= MAX_RESTARTS or empty_passes >= MAX_EMPTY_PASSES:
+            why = (f"{MAX_EMPTY_PASSES} records in a row" if empty_passes >= MAX_EMPTY_PASSES
+                   else f"{MAX_RESTARTS} records in this file")
             for record in pending:
-                if read_ids is None or record.read_id in read_ids:
-                    yield _bad_read(path, record, f"not read: more than {MAX_RESTARTS} damaged records in this file")
+                if wanted(record):
+                    yield _bad_read(path, record, f"not read: pyslow5 could not parse {why}")
             break
         logger.debug("%s: pyslow5 stopped at record %d; reading on from the next one", path, failed.index + 1)
     if layout.damage:

@@ -33,7 +33,9 @@ PRIMARY_COLUMNS = (("read_id", "char*"), ("read_group", "uint32_t"), ("digitisat
                    ("len_raw_signal", "uint64_t"), ("raw_signal", "int16_t*"))
 _SCALAR_TYPES = {"int8_t", "int16_t", "int32_t", "int64_t", "uint8_t", "uint16_t", "uint32_t", "uint64_t",
                  "float", "double", "char"}
-_ENUM_TYPE = re.compile(r"^enum\{[^{}\t]*\}$")
+_ENUM_TYPE = re.compile(r"^enum\{([^{}\t]*)\}$")
+#: Attribute and column names pyslow5 handles (it crashes on repeated names, spaces and a second '@').
+_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,13 @@ class Slow5Layout:
     #: File-level damage after the last whole record (truncation, a corrupt size); ``None`` when intact.
     damage: str | None = None
     record_compression: int = 0
+    #: Blank lines between SLOW5 records (not reads, but pyslow5 stops at them).
+    stray_lines: int = 0
 
     @property
     def intact(self) -> bool:
-        """Whether pyslow5 may read the file as it is (no damaged record, nothing truncated)."""
-        return self.damage is None and not self.bad_records
+        """Whether pyslow5 may read the file as it is (no damaged record, nothing truncated, no blank line)."""
+        return self.damage is None and not self.bad_records and not self.stray_lines
 
 
 def _header_error(path: str, problem: str) -> CorruptFileError:
@@ -86,7 +90,13 @@ def _check_version(path: str, version: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 def _valid_type(name: str) -> bool:
-    return name.rstrip("*") in _SCALAR_TYPES and name.count("*") <= 1 or bool(_ENUM_TYPE.match(name))
+    if name.rstrip("*") in _SCALAR_TYPES and name.count("*") <= 1:
+        return True
+    enum = _ENUM_TYPE.match(name)
+    if not enum:
+        return False
+    labels = enum.group(1).split(",")
+    return all(_NAME.match(label) for label in labels) and len(set(labels)) == len(labels)
 
 
 def parse_text_header(path: str, text: bytes, groups: int | None = None) -> tuple[tuple[int, int, int] | None, int, list[str]]:
@@ -124,18 +134,22 @@ def parse_text_header(path: str, text: bytes, groups: int | None = None) -> tupl
     if len(lines) < 2:
         raise _header_error(path, "the column type and column name lines are missing")
     types_line, names_line = lines[-2], lines[-1]
+    attributes: set[str] = set()
     for number, line in enumerate(lines[:-2], start=1):
         fields = line.split("\t")
-        if not line.startswith("@") or len(fields) != groups + 1 or len(fields[0]) < 2:
-            raise _header_error(path, f"header attribute line {number} is not '@name' followed by {groups} "
-                                      "tab-separated value(s) (one per read group)")
+        if not line.startswith("@") or len(fields) != groups + 1 or not _NAME.match(fields[0][1:]):
+            raise _header_error(path, f"header attribute line {number} is not '@name' (letters, digits, _) "
+                                      f"followed by {groups} tab-separated value(s) (one per read group)")
+        if fields[0] in attributes:
+            raise _header_error(path, f"header attribute {fields[0]!r} is repeated")
+        attributes.add(fields[0])
     if not types_line.startswith("#") or not names_line.startswith("#read_id\t"):
         raise _header_error(path, "the last two header lines must be '#<types>' and '#read_id<TAB>...'")
     types, names = types_line[1:].split("\t"), names_line[1:].split("\t")
     if len(types) != len(names):
         raise _header_error(path, f"{len(types)} column types for {len(names)} column names")
-    if len(set(names)) != len(names) or not all(names):
-        raise _header_error(path, "column names are empty or repeated")
+    if len(set(names)) != len(names) or not all(_NAME.match(name) for name in names):
+        raise _header_error(path, "column names are repeated or not made of letters, digits and _")
     for position, (name, kind) in enumerate(PRIMARY_COLUMNS):
         if position >= len(names) or names[position] != name or types[position] != kind:
             raise _header_error(path, f"column {position + 1} must be {name} of type {kind}")
@@ -178,7 +192,8 @@ def _scan_slow5(path: str, handle) -> Slow5Layout:
     position, index = len(header), 0
     for line in handle:
         span_start, position = position, position + len(line)
-        if not line.strip():
+        if not line.strip():  # pyslow5 stops at a blank line: only a copy without it is safe
+            layout.stray_lines += 1
             continue
         fields = line.rstrip(b"\n").split(b"\t", 8)
         read_id = fields[0].decode("utf-8", errors="replace") or None
