@@ -49,12 +49,14 @@ class CampaignResult:
     reads_lost: int = 0
     reads_changed_by_mutation: int = 0
     reads_reported: int = 0
+    #: Mutants that passed nst_hf's own checks but crashed pyslow5's helper process (skipped and reported).
+    crashes_contained: int = 0
 
     def to_dict(self) -> dict:
         return {"mutants": self.mutants, "crashed": len(self.crashed), "hung": len(self.hung),
                 "aborted_under_skip": len(self.aborted), "reads_lost_without_report": self.reads_lost,
                 "reads_changed_and_attributed": self.reads_changed_by_mutation,
-                "reads_reported": self.reads_reported,
+                "reads_reported": self.reads_reported, "crashes_contained_in_helper": self.crashes_contained,
                 "failures": {"crashed": self.crashed, "hung": self.hung, "aborted": self.aborted, "lost": self.lost}}
 
 
@@ -214,6 +216,8 @@ def account(clean: dict, spans: dict | None, mutant: Mutant, outcome: dict, name
         result.aborted.append(f"{name} ({mutant.kind}): {outcome['error'][:200]}")
         return
     reported = {read_id for read_id, _ in outcome["skipped"]}
+    if any("pyslow5 crashes on it" in reason for _, reason in outcome["skipped"]):
+        result.crashes_contained += 1
     file_reported = None in reported
     lost = []
     for read_id, digest in clean["reads"].items():
