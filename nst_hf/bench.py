@@ -84,9 +84,11 @@ def _preprocess_case(paths: list[str], min_seconds: float, max_samples: int) -> 
 
 def run_isolated(function: Callable, *args) -> dict:
     """Run ``function(*args)`` in a fresh spawned process and return its result dict."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(function, args)
+    from concurrent.futures import ProcessPoolExecutor
+
+    # not multiprocessing.Pool: it waits forever for a task whose worker died; this raises instead
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
 
 
 def bench_read(paths: list[str | Path], min_seconds: float = 1.0, max_preprocess_samples: int = 2_000_000) -> dict:
@@ -288,4 +290,53 @@ def format_pipeline_report(report: dict) -> str:
     for row in report["rows"]:
         lines.append(f"{row['input']:<22} {row['samples']:>12,} {row['samples_per_s'] / 1e3:>11.1f} "
                      f"{row['ratio_to_tokenizer_alone']:>9.2f} {row['rss_peak_mib']:>13.0f}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- long reads
+
+def long_squiggle(num_samples: int, seed: int = 0) -> "np.ndarray":
+    """A synthetic pA signal of ``num_samples`` samples: piecewise-constant levels (dwells of ~10 samples)
+    plus noise, made in blocks so that building it needs little more memory than the signal."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = np.empty(num_samples, dtype=np.float32)
+    block = 1 << 20
+    for start in range(0, num_samples, block):
+        size = min(block, num_samples - start)
+        levels = rng.normal(90.0, 12.0, size // 10 + 1).astype(np.float32)
+        out[start:start + size] = np.repeat(levels, 10)[:size] + rng.normal(0.0, 2.0, size).astype(np.float32)
+    return out
+
+
+def _long_read_case(spec: str, num_samples: int) -> dict:
+    from nst_hf.auto import load_tokenizer
+
+    tok = load_tokenizer(spec)
+    tok.encode_signals_to_codes([long_squiggle(50_000)], [tok.sampling_rate])  # warm-up: weights, threads
+    signal = long_squiggle(num_samples)
+    before = _rss_mib()
+    started = time.perf_counter()
+    (codes,) = tok.encode_signals_to_codes([signal], [tok.sampling_rate])
+    seconds = time.perf_counter() - started
+    peak = _rss_mib()
+    return {"samples": num_samples, "tokens": int(codes.shape[0]), "seconds": seconds,
+            "samples_per_s": num_samples / seconds, "signal_mib": signal.nbytes / 2**20,
+            "peak_rss_mib": peak, "rss_above_signal_mib": peak - before,
+            "bytes_per_sample_above_signal": (peak - before) * 2**20 / num_samples}
+
+
+def bench_long_reads(spec: str = "default", sizes: tuple[int, ...] = (5_000_000, 20_000_000, 50_000_000)) -> dict:
+    """Time and peak memory of tokenizing one read of each size, each in a fresh process."""
+    return {"tokenizer": spec, "rows": [run_isolated(_long_read_case, spec, int(size)) for size in sizes]}
+
+
+def format_long_reads_report(report: dict) -> str:
+    lines = [f"tokenizer {report['tokenizer']}: one read per row, each in a fresh process",
+             f"{'samples':>12} {'tokens':>11} {'seconds':>8} {'samples/s':>11} {'signal MiB':>10} "
+             f"{'peak RSS MiB':>12} {'B/sample above signal':>22}"]
+    for row in report["rows"]:
+        lines.append(f"{row['samples']:>12,} {row['tokens']:>11,} {row['seconds']:>8.1f} {row['samples_per_s']:>11,.0f} "
+                     f"{row['signal_mib']:>10.0f} {row['peak_rss_mib']:>12.0f} {row['bytes_per_sample_above_signal']:>22.1f}")
     return "\n".join(lines)

@@ -3,8 +3,11 @@
 Each mutant of a clean file (bit flips, truncations, zeroed and duplicated blocks, and for SLOW5/BLOW5
 targeted header damage) is read with ``open_reads(on_error="skip")`` in a child process, so that a
 crash or a hang is seen and counted instead of ending the campaign. Every read of the clean file must
-then be delivered with its clean signal, or named in the report (by read id, or by a file-level
-report), or lie in the bytes the mutation touched.
+then be delivered with its clean data (raw samples, calibration and sampling rate: everything its
+tokens depend on, so equal data means equal tokens), or named in the report (by read id, or by a
+file-level report), or be one the mutation touched: for SLOW5/BLOW5 its record's bytes overlap the
+mutated ones; for FAST5/POD5 it is delivered with changed data, or the mutant delivers or reports a
+read under an id the clean file does not have (a damaged read id or group name).
 
 Run a campaign on your own files with ``python -m nst_hf.fuzzing FILE... [--mutants N] [--seed S]``.
 """
@@ -134,8 +137,11 @@ def slow5_header_mutants(data: bytes, binary: bool) -> list[Mutant]:
 
 # ---------------------------------------------------------------------- reading in a child
 
-def _digest(signal: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(signal, dtype=np.int16).tobytes()).hexdigest()
+def _digest(record) -> str:
+    """What decides a read's tokens: its raw samples, its calibration and its sampling rate."""
+    digest = hashlib.sha1(np.ascontiguousarray(record.signal, dtype=np.int16).tobytes())
+    digest.update(repr((record.offset, record.range, record.digitisation, record.sampling_rate)).encode())
+    return digest.hexdigest()
 
 
 def read_everything(path: str) -> dict:
@@ -148,7 +154,7 @@ def read_everything(path: str) -> dict:
     try:
         with nst_hf.open_reads(path, on_error="skip") as source:
             for record in source:
-                reads[record.read_id] = _digest(record.signal)
+                reads[record.read_id] = _digest(record)
         skipped = [(s.read_id, s.reason) for s in source.skipped]
     except BaseException as exc:  # what escapes under skip is the finding
         error = f"{type(exc).__name__}: {exc}"
@@ -216,6 +222,8 @@ def account(clean: dict, spans: dict | None, mutant: Mutant, outcome: dict, name
         result.aborted.append(f"{name} ({mutant.kind}): {outcome['error'][:200]}")
         return
     reported = {read_id for read_id, _ in outcome["skipped"]}
+    # reads the mutant delivers or reports under ids the clean file does not have (a damaged id or group name)
+    renamed = len((set(outcome["reads"]) | reported) - set(clean["reads"]) - {None})
     if any("pyslow5 crashes on it" in reason for _, reason in outcome["skipped"]):
         result.crashes_contained += 1
     file_reported = None in reported
@@ -229,7 +237,8 @@ def account(clean: dict, spans: dict | None, mutant: Mutant, outcome: dict, name
             continue
         span = spans.get(read_id) if spans else None
         touched = span is not None and span[0] < mutant.touched[1] and mutant.touched[0] < span[1]
-        if touched or (spans is None and delivered is not None):
+        if touched or (spans is None and (delivered is not None or renamed > 0)):
+            renamed -= delivered is None
             result.reads_changed_by_mutation += 1
         else:
             lost.append(read_id)

@@ -346,3 +346,65 @@ def test_the_lock_never_follows_a_symlink_nor_takes_a_foreign_file(run_folder, t
     with pytest.raises(FileExistsError, match="not an nst-hf lock file"):
         tokenize_inputs([run_folder], tmp_path / "b.jsonl", tokenizer=default, progress=False)
     assert victim.read_text() == "do not truncate" and (tmp_path / "b.jsonl.lock").read_text() == "my notes"
+
+
+def _wait_for(path: Path, timeout_s: float = 300) -> float:
+    started = time.time()
+    while not path.exists() and time.time() - started < timeout_s:
+        time.sleep(0.02)
+    return time.time()
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_gives_the_same_bytes(tmp_path):
+    """Ten SIGKILLs spread from the first finished part to past the end (assembly and renames included)."""
+    import random
+
+    folder = _pod5_folder(tmp_path / "in", files=4, reads=3, min_samples=40_000, max_samples=60_000)
+    command = [sys.executable, "-m", "nst_hf", "tokenize", str(folder), "-o"]
+    full = tmp_path / "full.jsonl.gz"
+    process = subprocess.Popen(command + [str(full)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_part = _wait_for(tmp_path / "full.jsonl.gz.parts" / "manifest.json")
+    span = _wait_for(full) - first_part  # from the first finished part to the output in place
+    assert process.wait(timeout=300) == 0
+    reference = full.read_bytes()
+    rng = random.Random(2026)
+    resumed_runs = 0
+    for attempt in range(10):
+        out = tmp_path / f"cut{attempt}.jsonl.gz"
+        process = subprocess.Popen(command + [str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for(tmp_path / f"cut{attempt}.jsonl.gz.parts" / "manifest.json")
+        time.sleep(rng.uniform(0, span * 1.05))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if not (out.exists() and not (tmp_path / f"cut{attempt}.jsonl.gz.parts").exists()):
+            resumed = tokenize_inputs([folder], out, progress=False, resume=True)
+            assert resumed.reads == 12
+            resumed_runs += 1
+        assert out.read_bytes() == reference, attempt
+        leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith((f"cut{attempt}.", f".cut{attempt}."))]
+        assert sorted(leftovers) == [f"cut{attempt}.jsonl.gz", f"cut{attempt}.jsonl.gz.report.json"], leftovers
+    assert resumed_runs >= 5  # most kills landed inside the run
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_fails_cleanly_and_resume_completes(run_folder, tmp_path, default):
+    import resource
+
+    reference = tmp_path / "reference.jsonl"
+    tokenize_inputs([run_folder], reference, tokenizer=default, progress=False)
+    limit = reference.stat().st_size * 3 // 4  # each part fits, the whole output does not
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "out.jsonl"
+    result = subprocess.run([sys.executable, "-B", "-m", "nst_hf", "tokenize", str(run_folder), "-o", str(out)],
+                            capture_output=True, text=True, timeout=600, preexec_fn=limited)
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "File too large" in line and "out.jsonl" in line, line
+    assert not out.exists()
+    resumed = _cli("tokenize", run_folder, "-o", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert out.read_bytes() == reference.read_bytes()

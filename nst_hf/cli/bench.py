@@ -45,6 +45,14 @@ def register(subparsers) -> None:
     pipe.add_argument("--resample", action="store_true", help="resample reads to the tokenizer's rate")
     pipe.add_argument("--json", action="store_true")
     pipe.set_defaults(func=run_pipeline)
+    long = benches.add_parser("long-reads", help="time and peak memory of single very long reads",
+                              description="Tokenizes one synthetic read of each size in a fresh process: time "
+                                          "(linear in length?) and peak memory beyond the signal itself.")
+    long.add_argument("--tokenizer", default="default")
+    long.add_argument("--samples", type=float, nargs="+", default=[5e6, 20e6, 50e6],
+                      help="read lengths in samples (default 5e6 20e6 50e6)")
+    long.add_argument("--json", action="store_true")
+    long.set_defaults(func=run_long_reads)
 
 
 def run_read(args) -> int:
@@ -75,4 +83,12 @@ def run_pipeline(args) -> int:
     report = bench_pipeline(args.tokenizer, args.inputs, args.token_type,
                             {"stride": args.stride} if args.stride else {}, args.seconds, args.resample)
     print(json.dumps(report, indent=2) if args.json else format_pipeline_report(report))
+    return 0
+
+
+def run_long_reads(args) -> int:
+    from nst_hf.bench import bench_long_reads, format_long_reads_report
+
+    report = bench_long_reads(args.tokenizer, tuple(int(n) for n in args.samples))
+    print(json.dumps(report, indent=2) if args.json else format_long_reads_report(report))
     return 0

@@ -28,6 +28,9 @@ ARCHITECTURES: dict[str, dict] = {
     "rvq": {"encoder": [(1, 64, 5, 1), (64, 64, 5, 1), (64, 128, 9, 3), (128, 128, 9, 2), (128, 512, 5, 2)],
             "order": "conv_act_bn", "decoder": "rvq"},
 }
+#: Larger codebooks or more levels are damaged configs, refused before anything is allocated.
+MAX_CODEBOOK_SIZE = 1 << 20
+MAX_QUANTIZERS = 64
 #: Upstream ``cnn_type`` → architecture name.
 CNN_TYPES = {0: "vq_cnn0", 1: "vq_cnn1", 2: "vq_cnn2"}
 
@@ -53,10 +56,12 @@ class NstConvVQConfig:
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}")
-        if self.codebook_size < 2:
-            raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
-        if self.num_quantizers < 1:
-            raise ValueError(f"num_quantizers must be >= 1, got {self.num_quantizers}")
+        if not isinstance(self.codebook_size, int) or not 2 <= self.codebook_size <= MAX_CODEBOOK_SIZE:
+            raise ValueError(f"codebook_size must be an integer between 2 and {MAX_CODEBOOK_SIZE:,}, "
+                             f"got {self.codebook_size!r}")
+        if not isinstance(self.num_quantizers, int) or not 1 <= self.num_quantizers <= MAX_QUANTIZERS:
+            raise ValueError(f"num_quantizers must be an integer between 1 and {MAX_QUANTIZERS}, "
+                             f"got {self.num_quantizers!r}")
 
     @property
     def layers(self) -> list[tuple[int, int, int, int]]:
@@ -144,6 +149,13 @@ class NstConvVQModel(nn.Module):
 
     ``codebooks`` is a buffer of shape ``[num_quantizers, codebook_size, dim]``.
     """
+
+    @staticmethod
+    def state_shapes(config: NstConvVQConfig) -> dict[str, torch.Size]:
+        """The shape of every tensor of the model's state, computed without allocating it."""
+        with torch.device("meta"):
+            model = NstConvVQModel(config)
+        return {name: tensor.shape for name, tensor in model.state_dict().items()}
 
     def __init__(self, config: NstConvVQConfig):
         super().__init__()

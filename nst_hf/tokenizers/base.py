@@ -115,6 +115,9 @@ class NstBaseTokenizer(PreTrainedTokenizer):
             if kind is not None and kind != self.bwav_kind:
                 raise CheckpointError(self._wrong_kind_message(kind))
             raise CheckpointError(self._missing_files_message(" / ".join(self.vocab_files_names.values())))
+        from nst_hf.tokenizers.files import require_inside_folder
+
+        require_inside_folder(*paths, preprocessor_file)
         folder = os.path.dirname(str(paths[0]))
         missing = [name for name, present in ((PREPROCESSOR_FILE, preprocessor_file or preprocessing is not None),
                                               ("tokenizer_config.json", "bwav_kind" in kwargs)) if not present]

@@ -15,13 +15,15 @@ from nst_hf.preprocessing import PreprocessingConfig
 from nst_hf.quantizers import fused
 from nst_hf.quantizers.nearest import nearest_codes_fused, packed_codebook, prove_winners
 from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
+from nst_hf.tokenizers.files import require_inside_folder
 
 logger = logging.getLogger(__name__)
 
 CENTROIDS_FILE = "bwav_centroids.safetensors"
 KMEANS_CONFIG_FILE = "bwav_kmeans_config.json"
-#: Wider windows or longer strides are a damaged config, not a real tokenizer.
+#: Wider windows or longer strides, or more centroids, are a damaged config, not a real tokenizer.
 MAX_DIMENSION = 4096
+MAX_CENTROIDS = 1 << 20
 
 
 def load_upstream_centroids(path: str | os.PathLike, dimension: int | None = None, stride: int | None = None,
@@ -46,12 +48,15 @@ def load_upstream_centroids(path: str | os.PathLike, dimension: int | None = Non
                     "arbitrary code, so it is refused. If you trust the file, pass trust_pickle=True "
                     "(CLI: --trust-pickle)."
                 ) from exc
-            item = np.load(path, allow_pickle=True).item()  # explicit opt-in above
+            loaded = np.load(path, allow_pickle=True)  # explicit opt-in above
+            item = loaded.item() if loaded.size == 1 else None
             if not isinstance(item, dict) or "centroids" not in item:
                 raise CheckpointError(f"{path}: pickled object is not a dict with 'centroids'") from exc
             centroids = np.asarray(item["centroids"])
             dimension = int(item.get("dimension", item.get("dim", dimension or 0))) or dimension
             stride = int(item["stride"]) if "stride" in item else stride
+    if not np.issubdtype(np.asarray(centroids).dtype, np.number):
+        raise CheckpointError(f"{path}: centroids must be a numeric array, got dtype {np.asarray(centroids).dtype}")
     centroids = np.ascontiguousarray(centroids, dtype=np.float32)
     if centroids.ndim != 2:
         raise CheckpointError(f"{path}: centroids must be a [K, dimension] array, got shape {centroids.shape}")
@@ -61,6 +66,36 @@ def load_upstream_centroids(path: str | os.PathLike, dimension: int | None = Non
     if stride is None:
         raise CheckpointError(f"{path} stores no stride; pass stride= (the earlier tool's centroids.npy used stride 8)")
     return centroids, int(dimension), int(stride)
+
+
+def _load_saved_centroids(centroids_file: str, kmeans_config_file: str) -> tuple[np.ndarray, int, int]:
+    """Config checked, then the centroid array's shape from the file's header, then its values."""
+    from safetensors import safe_open
+
+    require_inside_folder(centroids_file, kmeans_config_file)
+    try:
+        with open(kmeans_config_file, encoding="utf-8") as handle:
+            meta = json.load(handle)
+        dimension, stride = int(meta["dimension"]), int(meta["stride"])
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{kmeans_config_file}: needs integer 'dimension' and 'stride' ({exc})") from exc
+    if not 1 <= dimension <= MAX_DIMENSION or not 1 <= stride <= MAX_DIMENSION:
+        raise CheckpointError(f"{kmeans_config_file}: dimension and stride must be between 1 and {MAX_DIMENSION} "
+                              f"samples, got dimension={dimension}, stride={stride}")
+    try:
+        with safe_open(centroids_file, framework="numpy") as handle:
+            if list(handle.keys()) != ["centroids"]:
+                raise CheckpointError(f"{centroids_file}: holds {list(handle.keys())[:5]}, not one 'centroids' array")
+            shape = tuple(handle.get_slice("centroids").get_shape())
+            if len(shape) != 2 or shape[1] != dimension or not 2 <= shape[0] <= MAX_CENTROIDS:
+                raise CheckpointError(f"{centroids_file}: centroids of shape {shape} do not fit dimension {dimension} "
+                                      f"(and 2 to {MAX_CENTROIDS:,} centroids)")
+            centroids = handle.get_tensor("centroids")
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{centroids_file}: not a readable safetensors file ({exc})") from exc
+    return centroids, dimension, stride
 
 
 def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, index=None, method: str = "auto") -> np.ndarray:
@@ -116,12 +151,7 @@ class NstKMeansTokenizer(NstBaseTokenizer):
         if centroids is None:
             self._require_files(kwargs, centroids_file, kmeans_config_file, preprocessor_file=preprocessor_file,
                                 preprocessing=preprocessing)
-            from safetensors.numpy import load_file
-
-            with open(kmeans_config_file, encoding="utf-8") as handle:
-                meta = json.load(handle)
-            centroids = load_file(centroids_file)["centroids"]
-            dimension, stride = int(meta["dimension"]), int(meta["stride"])
+            centroids, dimension, stride = _load_saved_centroids(centroids_file, kmeans_config_file)
         centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         if dimension is None or stride is None or centroids.ndim != 2 or centroids.shape[1] != dimension:
             raise CheckpointError(f"centroids of shape {centroids.shape} need a matching dimension and a stride "

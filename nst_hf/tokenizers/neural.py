@@ -13,6 +13,7 @@ from nst_hf.chunking import min_margin, num_frames, plan_windows
 from nst_hf.errors import CheckpointError
 from nst_hf.models.conv_vq import NstConvVQConfig, NstConvVQModel
 from nst_hf.output import atomic_path
+from nst_hf.tokenizers.files import require_inside_folder
 from nst_hf.preprocessing import PreprocessingConfig
 from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
 
@@ -71,15 +72,31 @@ class _NeuralTokenizer(NstBaseTokenizer):
 
     @staticmethod
     def _load_weights(weights_file: str, model_config_file: str) -> NstConvVQModel:
+        """Config checked, then every tensor's shape from the file's header, then the weights' values."""
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
-        config = NstConvVQConfig.load(model_config_file)
-        model = NstConvVQModel(config)
+        require_inside_folder(weights_file, model_config_file)
         try:
-            model.load_state_dict(load_file(weights_file), strict=True)
+            config = NstConvVQConfig.load(model_config_file)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CheckpointError(f"{model_config_file}: {exc}") from exc
+        expected = {name: tuple(shape) for name, shape in NstConvVQModel.state_shapes(config).items()}
+        try:
+            with safe_open(weights_file, framework="pt") as handle:
+                stored = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
         except Exception as exc:
-            raise CheckpointError(f"{weights_file}: weights do not match {model_config_file} "
-                                  f"({' '.join(str(exc).split())[:300]})") from exc
+            raise CheckpointError(f"{weights_file}: not a readable safetensors file ({exc})") from exc
+        for name in sorted(set(expected) | set(stored)):
+            if expected.get(name) != stored.get(name):
+                raise CheckpointError(f"{weights_file}: tensor {name} has shape {stored.get(name)} but "
+                                      f"{model_config_file} needs {expected.get(name)}; the files do not belong together")
+        model = NstConvVQModel(config)
+        state = load_file(weights_file)
+        for name, tensor in state.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise CheckpointError(f"{weights_file}: tensor {name} contains NaN or infinite values")
+        model.load_state_dict(state, strict=True)
         return model
 
     # ------------------------------------------------------------------ construction
