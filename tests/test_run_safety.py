@@ -46,7 +46,8 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "nst_hf", *map(str, args)], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "nst_hf", *map(str, args)], capture_output=True, text=True,
+                          errors="replace", timeout=600)
 
 
 def test_output_that_is_an_input_is_refused_and_the_input_kept(run_folder):
@@ -408,3 +409,27 @@ def test_a_file_size_limit_fails_cleanly_and_resume_completes(run_folder, tmp_pa
     resumed = _cli("tokenize", run_folder, "-o", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert out.read_bytes() == reference.read_bytes()
+
+
+@pytest.mark.slow
+def test_tokenize_under_skip_exits_0_on_a_folder_of_damaged_files(tmp_path, real_dir):
+    from nst_hf.fuzzing import random_mutant, slow5_header_mutants
+
+    sources = ["vbz_compression/test_data/multi_fast5_vbz.fast5", "blue-crab/test/data/raw/p2s/pod5/b/b1.pod5",
+               "blue-crab/test/data/exp/p2s/pod5-output/b1.blow5", "blue-crab/test/data/exp/p2s/pod5-output/b1_ascii.slow5"]
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for number, source in enumerate(sources):
+        data = (real_dir / source).read_bytes()
+        mutants = [random_mutant(data, rng) for _ in range(15)]
+        if source.endswith(("slow5", "blow5")):
+            mutants += slow5_header_mutants(data, binary=source.endswith("blow5"))[::3]
+        for index, mutant in enumerate(mutants):
+            (folder / f"f{number}_m{index}{Path(source).suffix}").write_bytes(mutant.data)
+    result = _cli("tokenize", folder, "-o", tmp_path / "out.jsonl", "--on-error", "skip", "--resample")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "out.jsonl.report.json").read_text())
+    rows = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert report["files"] == len(list(folder.iterdir())) and report["reads"] == len(rows) > 0
+    assert report["skipped"] and all(s["reason"] for s in report["skipped"])

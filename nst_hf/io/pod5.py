@@ -64,11 +64,19 @@ def _iter_pod5(pod5, path: str, readable: str, read_ids: set[str] | None) -> Ite
     except Exception as exc:  # pod5 raises RuntimeError/OSError/ArrowInvalid depending on the damage
         raise CorruptFileError(f"{path}: not a readable POD5 file ({type(exc).__name__}: {exc})") from exc
     with reader:
+        damaged = _damaged_batches(reader, path)  # Arrow crashes (not raises) on some damaged batches
         selection = sorted(read_ids) if read_ids is not None else None
         delivered: set[str] = set()
         damage = None
         try:
-            reads = reader.reads(selection=selection, missing_ok=True)
+            if damaged:
+                for index, problem in damaged.items():
+                    yield from _reads_of_damaged_batch(reader, index, problem, path, read_ids)
+                good = [i for i in range(reader.read_table.num_record_batches) if i not in damaged]
+                reads = (read for batch in reader.read_batches(batch_selection=good) for read in batch.reads()
+                         if read_ids is None or str(read.read_id) in read_ids)
+            else:
+                reads = reader.reads(selection=selection, missing_ok=True)
             while True:
                 try:
                     read = next(reads)
@@ -84,9 +92,50 @@ def _iter_pod5(pod5, path: str, readable: str, read_ids: set[str] | None) -> Ite
                     )
         except Exception as exc:  # a damaged batch: nothing after it can be located reliably
             damage = exc
-        yield from _undelivered(reader, path, read_ids, delivered, damage)
+        if not damaged:  # listing the ids would touch the damaged batches again
+            yield from _undelivered(reader, path, read_ids, delivered, damage)
         if damage is not None:
             raise CorruptFileError(f"{path}: POD5 read table is damaged ({type(damage).__name__}: {damage})") from damage
+
+
+def _damaged_batches(reader, path: str) -> dict[int, str]:
+    """Fully validate the file's Arrow tables: the read-table batches that fail, with why.
+
+    A damaged run-info or signal table makes the whole file unreadable (:class:`CorruptFileError`).
+    """
+    for name in ("run_info_table", "signal_table"):
+        table = getattr(reader, name)
+        for index in range(table.num_record_batches):
+            try:
+                table.get_batch(index).validate(full=True)
+            except Exception as exc:
+                raise CorruptFileError(f"{path}: the POD5 {name.replace('_', ' ')} is damaged (batch {index}: "
+                                       f"{type(exc).__name__}: {exc})") from exc
+    damaged = {}
+    table = reader.read_table
+    for index in range(table.num_record_batches):
+        try:
+            table.get_batch(index).validate(full=True)
+        except Exception as exc:
+            damaged[index] = f"{type(exc).__name__}: {exc}"
+    return damaged
+
+
+def _reads_of_damaged_batch(reader, index: int, problem: str, path: str,
+                            wanted: set[str] | None) -> Iterator[InvalidReadError]:
+    """An error per read of a damaged read-table batch, by id where its read-id column is sound."""
+    import uuid
+
+    try:
+        column = reader.read_table.get_batch(index).column("read_id")
+        column.validate(full=True)
+        ids = [str(uuid.UUID(bytes=value)) for value in column.to_pylist()]
+    except Exception:
+        raise CorruptFileError(f"{path}: POD5 read batch {index} is damaged, its read ids too ({problem})") from None
+    for read_id in ids:
+        if wanted is None or read_id in wanted:
+            yield InvalidReadError(f"{path}: read {read_id} is unreadable: its POD5 read batch {index} is damaged "
+                                   f"({problem})", path=path, read_id=read_id)
 
 
 def _undelivered(reader, path: str, wanted: set[str] | None, delivered: set[str], damage) -> Iterator[InvalidReadError]:
