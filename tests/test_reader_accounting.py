@@ -18,6 +18,14 @@ B1_ASCII = "blue-crab/test/data/exp/p2s/pod5-output/b1_ascii.slow5"
 B1_BLOW5 = "blue-crab/test/data/exp/p2s/pod5-output/b1.blow5"
 
 
+def _in_child(code: str, paths: list[str]) -> list[str]:
+    """Run ``code`` on ``paths`` in a child process (a crash there must not end the test run); its output lines."""
+    result = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, errors="replace",
+                            timeout=300)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    return result.stdout.splitlines()
+
+
 def _ids(source) -> list[str]:
     return [record.read_id for record in source]
 
@@ -109,11 +117,9 @@ def test_headers_that_crash_pyslow5_are_refused_in_python(tmp_path, real_dir):
             "for path in sys.argv[1:]:\n"
             "    try:\n        list(nst_hf.open_reads(path))\n        print('READ', path)\n"
             "    except CorruptFileError as exc:\n        print('REFUSED', exc)\n")
-    result = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
-    assert len(lines) == len(paths), result.stdout
-    assert all(line.startswith("REFUSED") and "damaged SLOW5/BLOW5 header" in line for line in lines), result.stdout
+    lines = _in_child(code, paths)
+    assert len(lines) == len(paths), lines
+    assert all(line.startswith("REFUSED") and "damaged SLOW5/BLOW5 header" in line for line in lines), lines
 
 
 def test_the_probe_survives_a_file_that_crashes_pyslow5(tmp_path, real_dir):
@@ -228,9 +234,7 @@ def test_pod5_batches_that_crash_arrow_are_validated_first(tmp_path, real_dir):
             "for path in sys.argv[1:]:\n"
             "    with nst_hf.open_reads(path, on_error='skip') as source:\n"
             "        print(sum(1 for _ in source), [s.read_id for s in source.skipped])\n")
-    result = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.returncode
     clean = sorted(r.read_id for r in nst_hf.open_reads(real_dir / sources[2]))
-    batch, table = result.stdout.splitlines()
+    batch, table = _in_child(code, paths)
     assert batch.startswith("0 ") and sorted(eval(batch[2:])) == clean  # every read named
     assert table == "0 [None]"  # the whole file reported
