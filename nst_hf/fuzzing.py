@@ -165,9 +165,11 @@ def _child(paths: list[str]) -> None:
     import logging
 
     logging.disable(logging.CRITICAL)
-    for path in paths:
-        print(json.dumps({"start": path}), flush=True)
-        print(json.dumps({"path": path, **read_everything(path)}), flush=True)
+    for path in paths:  # stdout is the pipe to the parent: one JSON line before and after each file
+        sys.stdout.write(json.dumps({"start": path}) + "\n")
+        sys.stdout.flush()
+        sys.stdout.write(json.dumps({"path": path, **read_everything(path)}) + "\n")
+        sys.stdout.flush()
 
 
 def read_in_children(paths: list[str], timeout_s: float = BATCH_TIMEOUT_S) -> dict[str, dict]:

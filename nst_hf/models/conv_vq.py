@@ -1,4 +1,4 @@
-"""The 1-D conv encoder/decoder + codebook model behind the VQ and RVQ tokenizers (SPEC section 4).
+"""The 1-D conv encoder/decoder + codebook model behind the VQ and RVQ tokenizers.
 
 Layer indices inside ``encoder`` / ``decoder`` follow the earlier tool's ``nn.Sequential`` layout, so
 its state dicts load key for key. Tokenizing needs only the encoder and the codebooks; the decoder is

@@ -1,4 +1,4 @@
-"""Load checkpoints of the earlier ``nanopore_signal_tokenizer`` tool (SPEC section 6) without pickle code execution.
+"""Load checkpoints of the earlier ``nanopore_signal_tokenizer`` tool without pickle code execution.
 
 VQ files are ``torch.save`` dicts with ``model_state_dict`` and ``cnn_type``; RVQ files are bare state
 dicts whose encoder keys are ``encoder.<i>.*`` or ``encoder.net.<i>.*``. Everything is read with
