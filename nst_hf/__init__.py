@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from nst_hf._version import __version__
 
 from nst_hf.io import SignalRecord, SkippedRead, open_reads
 from nst_hf.preprocessing import PreprocessingConfig, preprocess

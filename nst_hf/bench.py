@@ -14,6 +14,8 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 
 def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -295,11 +297,9 @@ def format_pipeline_report(report: dict) -> str:
 
 # ---------------------------------------------------------------------- long reads
 
-def long_squiggle(num_samples: int, seed: int = 0) -> "np.ndarray":
+def long_squiggle(num_samples: int, seed: int = 0) -> np.ndarray:
     """A synthetic pA signal of ``num_samples`` samples: piecewise-constant levels (dwells of ~10 samples)
     plus noise, made in blocks so that building it needs little more memory than the signal."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     out = np.empty(num_samples, dtype=np.float32)
     block = 1 << 20

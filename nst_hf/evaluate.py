@@ -29,15 +29,6 @@ def code_statistics(codes: np.ndarray, codebook_size: int) -> dict:
             "perplexity": float(2.0 ** entropy), "top10_share": float(np.sort(counts)[::-1][:10].sum() / max(total, 1))}
 
 
-def reconstruction_error(target: np.ndarray, reconstruction: np.ndarray) -> dict:
-    """MSE and SNR (dB, ``10·log10(mean(target²) / MSE)``) over the common length."""
-    n = min(target.size, reconstruction.size)
-    error = target[:n].astype(np.float64) - reconstruction[:n]
-    mse = float(np.mean(error**2)) if n else float("nan")
-    power = float(np.mean(target[:n].astype(np.float64) ** 2)) if n else float("nan")
-    return {"mse": mse, "snr_db": float(10 * np.log10(power / mse)) if n and mse > 0 else float("inf")}
-
-
 def evaluate_tokenizer(tokenizer, inputs: Iterable, token_type: str | None = None, max_reads: int | None = None,
                        resample: bool = False) -> dict:
     """Codebook statistics per level and, for VQ/RVQ, reconstruction MSE/SNR of ``decode_to_signal``."""

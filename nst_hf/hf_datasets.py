@@ -18,7 +18,6 @@ from nst_hf.tokenizers.vocab import codes_to_ids, codes_to_text
 logger = logging.getLogger(__name__)
 
 #: Columns written by :func:`reads_to_dataset` ("FAST5-derived columns").
-READ_COLUMNS = ("read_id", "signal", "offset", "range", "digitisation", "sampling_rate", "source_file")
 
 
 def read_features():

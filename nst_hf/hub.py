@@ -3,13 +3,12 @@ nst_hf, the ``trust_remote_code`` shim module, and the model card."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
-from nst_hf import __version__
+from nst_hf._version import __version__
 from nst_hf.output import atomic_path, atomic_write_text
 
 SHIM_FILE = "tokenization_nst_hf.py"
@@ -119,7 +118,3 @@ def write_model_card(tokenizer, save_directory) -> str:
     atomic_write_text(path, render_model_card(tokenizer))
     return path
 
-
-def read_json(path) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
 
 import nst_hf  # noqa: F401  (module-level import: importing torch lazily inside Ray workers is unreliable)
 from nst_hf.hf_datasets import tokenize_batch
@@ -79,4 +78,4 @@ def tokenize_dataset(dataset, tokenizer="default", token_type: str | None = None
     )
 
 
-__all__ = ["TokenizeReads", "read_signal_files", "tokenize_dataset", "np"]
+__all__ = ["TokenizeReads", "read_signal_files", "tokenize_dataset"]

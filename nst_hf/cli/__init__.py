@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from nst_hf import __version__
+from nst_hf._version import __version__
 
 COMMANDS = ("tokenize", "train", "evaluate", "convert", "inspect", "bench")
 

@@ -12,11 +12,6 @@ SPECIAL_TOKENS = {"bos_token": "<|bwav_bos|>", "eos_token": "<|bwav_eos|>", "unk
                   "pad_token": "<|bwav_pad|>"}
 
 
-def token_string(code: int, level: int | None = None) -> str:
-    """``<|bwav:code|>`` or, for an RVQ level (1-based), ``<|bwav:L{level}_{code}|>``."""
-    return f"<|bwav:{code}|>" if level is None else f"<|bwav:L{level}_{code}|>"
-
-
 def codes_to_text(codes: np.ndarray, rvq: bool) -> str:
     """``[T, levels]`` codes → concatenated token text (levels interleaved per frame for RVQ)."""
     if codes.size == 0:

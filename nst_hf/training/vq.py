@@ -16,7 +16,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -204,4 +203,4 @@ def _save_checkpoint(path: Path, network, optimizer, scheduler, sampler, step: i
                     "torch_rng": torch.get_rng_state(), "step": step, "history": json.dumps(history)}, tmp)
 
 
-__all__ = ["VQTrainingConfig", "train_vq", "np"]
+__all__ = ["VQTrainingConfig", "train_vq"]
