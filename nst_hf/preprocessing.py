@@ -229,6 +229,13 @@ class PreprocessingConfig:
             raise ValueError(f"filter_order must be >= 1, got {self.filter_order}")
         if self.sampling_rate is not None and self.sampling_rate <= 0:
             raise ValueError(f"sampling_rate must be positive, got {self.sampling_rate}")
+        if self.kmeans_chain:
+            ignored = [f"{name}={getattr(self, name)!r}" for name, default in
+                       (("normalization", "med_mad"), ("median_kernel", 0), ("lowpass_cutoff_hz", 0.0),
+                        ("filter_order", 6)) if getattr(self, name) != default]
+            if ignored:
+                raise ValueError(f"the K-Means chain has fixed steps, so {', '.join(ignored)} would be ignored; "
+                                 "leave these fields at their defaults with kmeans_chain=True")
         if self.lowpass_cutoff_hz and self.sampling_rate and self.lowpass_cutoff_hz >= self.sampling_rate / 2:
             raise ValueError(
                 f"lowpass_cutoff_hz {self.lowpass_cutoff_hz} must be below the Nyquist frequency "

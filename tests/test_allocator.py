@@ -41,6 +41,7 @@ def _run(keep_defaults: bool) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the thresholds are glibc mallopt settings")
 def test_encoding_keeps_freed_memory_for_the_next_batch():
     tuned, default = _run(keep_defaults=False), _run(keep_defaults=True)

@@ -44,6 +44,7 @@ def test_help_for_every_command(capsys):
         assert "usage: nst-hf" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_error_is_one_line_and_nonzero(tmp_path):
     result = _cli("inspect", str(tmp_path / "missing.pod5"))
     assert result.returncode == 1
@@ -59,6 +60,7 @@ def test_inspect_sample(capsys):
     assert summary["reads"] == 8 and summary["sampling_rates"] == [5000.0] and summary["skipped"] == []
 
 
+@pytest.mark.slow
 def test_bench_read_prints_rows_for_each_input(capsys):
     assert main(["bench", "read", "--seconds", "0.01", "--json", str(SAMPLE), str(SAMPLE.with_suffix(".fast5"))]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -70,6 +72,7 @@ def test_bench_read_prints_rows_for_each_input(capsys):
                                                    "low-pass 1 kHz order 6", "K-Means chain"}
 
 
+@pytest.mark.slow
 def test_bench_tokenize_reports_limit_fraction(capsys, checkpoints):
     args = ["bench", "tokenize", "--json", "--seconds", "0.01", "--max-samples", "20000", "--device", "cpu",
             "--tokenizer", str(checkpoints / "vq_cnn1_cb8192.pth"), str(SAMPLE)]

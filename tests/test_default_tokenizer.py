@@ -48,6 +48,7 @@ def test_default_on_shared_reads_matches_card(real_dir):
     assert report["reconstruction"]["snr_db"] > 15 and report["levels"]["L1"]["usage"] > 0.5
 
 
+@pytest.mark.slow
 def test_readme_first_command_runs_offline(tmp_path):
     readme = (ROOT / "README.md").read_text()
     first = next(line for line in readme.splitlines() if line.startswith("pip install torch==2.13.0"))

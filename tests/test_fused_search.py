@@ -116,6 +116,7 @@ def test_fused_equals_torch_on_real_latents(vq1, rvq, demo_reads):
             residual = residual - codebook[by_fused]
 
 
+@pytest.mark.slow
 def test_generic_kernel_gives_the_same_codes(tmp_path):
     """The portable C path (CPUs without AVX2, forced by NST_HF_FUSED_KERNEL=generic) agrees with the SIMD path."""
     rng = np.random.default_rng(5)

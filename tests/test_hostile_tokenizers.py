@@ -80,6 +80,7 @@ def _cases(saved: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return cases
 
 
+@pytest.mark.slow
 def test_hostile_folders_fail_naming_the_field_under_a_memory_limit(saved, tmp_path):
     cases = _cases(saved, tmp_path)
     code = ("import json, resource, sys\n"

@@ -96,6 +96,7 @@ def test_repo_id_from_offline_cache(saved, tmp_path, signal, vq1):
     assert name == "NstVQTokenizer" and a == expected and b == expected
 
 
+@pytest.mark.slow
 def test_remote_code_without_importing_nst_hf(saved, tmp_path, signal, rvq):
     code = ("import sys, json, numpy as np\nfrom transformers import AutoTokenizer\n"
             "assert 'nst_hf' not in sys.modules\n"

@@ -75,6 +75,7 @@ def test_truncated_and_corrupt_files(tmp_path, real_dir):
     assert {"noise.pod5", "noise.fast5", "text.slow5", "cut.blow5", "cut.pod5"} <= skipped_files
 
 
+@pytest.mark.slow
 def test_blow5_newer_version_raises_instead_of_crashing(tmp_path, real_dir):
     data = bytearray((real_dir / "blue-crab/test/data/exp/p2s/pod5-output/b1.blow5").read_bytes())
     data[6:9] = bytes([1, 1, 0])  # version 1.1.0: pyslow5 1.5.0 segfaults on this
@@ -118,6 +119,7 @@ def test_fast5_without_raw_reads(tmp_path):
         list(nst_hf.open_reads(path))
 
 
+@pytest.mark.slow
 def test_vbz_without_plugin_names_the_package(real_dir):
     path = real_dir / "vbz_compression/test_data/multi_fast5_vbz.fast5"
     code = ("import sys; sys.modules['vbz_h5py_plugin'] = None\n"

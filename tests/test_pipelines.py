@@ -52,6 +52,7 @@ def test_tokenize_batch_matches_tokenize_file(dataset, vq1, real_dir, tmp_path):
     assert with_ids["input_ids"][0] == vq1(with_ids["text"][0]).input_ids
 
 
+@pytest.mark.slow
 def test_tokenize_batch_num_proc_and_fingerprint(dataset, kmeans, vq1, upstream_dir):
     kmeans.encode_signal(np.random.RandomState(0).randn(5000).astype(np.float32))  # faiss/torch used in the parent
     kwargs = dict(batched=True, batch_size=5, remove_columns=dataset.column_names)
@@ -68,6 +69,7 @@ def test_tokenize_batch_num_proc_and_fingerprint(dataset, kmeans, vq1, upstream_
     assert changed._fingerprint != single._fingerprint
 
 
+@pytest.mark.slow
 def test_fingerprint_is_stable_across_processes(dataset, tmp_path, checkpoints):
     code = ("import sys, nst_hf\nfrom datasets.fingerprint import Hasher\n"
             f"tok = nst_hf.NstVQTokenizer.from_pretrained({str(checkpoints / 'vq_cnn0_cb1024.pth')!r})\n"
@@ -93,6 +95,7 @@ def _cli(*args, **kwargs):
                           timeout=600, **kwargs)
 
 
+@pytest.mark.slow
 def test_cli_tokenize_formats_and_report(real_dir, tmp_path, checkpoints, vq1):
     tok = checkpoints / "vq_cnn1_cb8192.pth"
     source = real_dir / GROUP_B
@@ -116,6 +119,7 @@ def test_cli_tokenize_formats_and_report(real_dir, tmp_path, checkpoints, vq1):
         ["out.jsonl.gz", "out.jsonl.gz.report.json", "out.parquet", "out.parquet.report.json", "ds", "ds.report.json"])
 
 
+@pytest.mark.slow
 def test_cli_tokenize_skip_report(tmp_path, checkpoints):
     from nst_hf.io.writers import write_fast5
     from nst_hf.simulate import simulate_reads
@@ -135,6 +139,7 @@ def test_cli_tokenize_skip_report(tmp_path, checkpoints):
     assert "1 reads skipped" in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_tokenize_resume_after_kill(tmp_path, checkpoints):
     """Kill a run midway, resume it, and compare with an uninterrupted run: nothing lost, nothing doubled."""
     from nst_hf.io.writers import write_pod5

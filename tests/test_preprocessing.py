@@ -191,3 +191,12 @@ def test_compiled_median_filter_equals_scipy_medfilt(real_reads):
     for x in signals:
         for kernel in (1, 3, 5, 7, 101):
             np.testing.assert_array_equal(pp.median_filter(x, kernel), sps.medfilt(x, kernel_size=kernel))
+
+
+def test_the_kmeans_chain_refuses_fields_it_would_ignore():
+    from nst_hf.preprocessing import PreprocessingConfig
+
+    assert PreprocessingConfig(kmeans_chain=True, sampling_rate=5000).kmeans_chain
+    for field in ({"median_kernel": 101}, {"normalization": "none"}, {"lowpass_cutoff_hz": 10.0}, {"filter_order": 4}):
+        with pytest.raises(ValueError, match=f"{next(iter(field))}=.*would be ignored"):
+            PreprocessingConfig(kmeans_chain=True, **field)

@@ -15,6 +15,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_tokenize_equals_single_process(local_ray, real_dir, tmp_path, upstream_dir):
     import nst_hf
     import nst_hf.ray as nst_ray

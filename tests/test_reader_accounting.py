@@ -106,6 +106,7 @@ HEADER_CASES = {
 }
 
 
+@pytest.mark.slow
 def test_headers_that_crash_pyslow5_are_refused_in_python(tmp_path, real_dir):
     """Each of these damaged headers kills the process inside pyslow5 1.5 (segfault or abort)."""
     paths = []
@@ -161,6 +162,7 @@ def _tiny_slow5(real_dir, samples: int = 40) -> bytes:
     return data[:header_end] + b"\t".join(fields) + b"\n"
 
 
+@pytest.mark.slow
 def test_two_thousand_slow5_files_under_a_low_descriptor_limit(tmp_path, real_dir):
     tiny = _tiny_slow5(real_dir)
     for i in range(2000):
@@ -216,6 +218,7 @@ def test_file_names_that_are_not_utf8(tmp_path, real_dir):
     assert len(list(nst_hf.open_reads(os.fsencode(path)))) == 1
 
 
+@pytest.mark.slow
 def test_pod5_batches_that_crash_arrow_are_validated_first(tmp_path, real_dir):
     """Two seeded mutants of b1.pod5 that segfaulted inside Arrow (a read batch with a missing float
     buffer, a damaged run-info table): now their reads are reported and the process lives."""

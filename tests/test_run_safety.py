@@ -50,6 +50,7 @@ def _cli(*args):
                           errors="replace", timeout=600)
 
 
+@pytest.mark.slow
 def test_output_that_is_an_input_is_refused_and_the_input_kept(run_folder):
     before = _snapshot(run_folder)
     target = run_folder / "f0.pod5"
@@ -198,6 +199,7 @@ def test_gzip_output_is_deterministic_and_its_parts_are_compressed(run_folder, t
     assert len(gzip.decompress(out.read_bytes()).splitlines()) == 4
 
 
+@pytest.mark.slow
 def test_one_writer_per_output_and_leftovers_are_cleaned(run_folder, tmp_path, default):
     out = tmp_path / "tokens.jsonl"
     with OutputLock(out):
