@@ -153,41 +153,59 @@ class _GzipText:
         self.close()
 
 
-class AtomicJsonlWriter:
-    """Write ``{"id", "text"}``-style records to ``path`` (gzip when it ends in ``.gz``), atomically.
+class AtomicWriter:
+    """A ``with`` block writing one file through :func:`atomic_path`: subclasses open the temporary
+    file in ``_open(tmp)`` and finish it in ``_close()``. If the block (or the last flush) fails, the
+    temporary file is removed and the final path is left untouched."""
 
-    If the ``with`` block raises, the temporary file is removed and ``path`` is left untouched.
-    """
-
-    def __init__(self, path: str | os.PathLike, compressed: bool | None = None):
+    def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.compressed = self.path.name.endswith(".gz") if compressed is None else compressed
-        self.count = 0
         self._context = None
-        self._handle = None
 
-    def __enter__(self) -> AtomicJsonlWriter:
+    def _open(self, tmp: Path) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
         self._context = atomic_path(self.path)
         tmp = self._context.__enter__()
         try:
-            self._handle = open_jsonl_for_writing(tmp, self.compressed)
+            self._open(tmp)
         except BaseException as exc:
             self._context.__exit__(type(exc), exc, exc.__traceback__)
             raise
         return self
 
-    def write(self, record: dict) -> None:
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.count += 1
-
     def __exit__(self, exc_type, exc, tb):
         try:
-            self._handle.close()
+            self._close()
         except BaseException as close_error:  # e.g. a full disk at the last flush
             if exc is None:
                 self._context.__exit__(type(close_error), close_error, close_error.__traceback__)
                 raise
         return self._context.__exit__(exc_type, exc, tb)
+
+
+class AtomicJsonlWriter(AtomicWriter):
+    """Write ``{"id", "text"}``-style records to ``path`` (gzip when it ends in ``.gz``), atomically."""
+
+    def __init__(self, path: str | os.PathLike, compressed: bool | None = None):
+        super().__init__(path)
+        self.compressed = self.path.name.endswith(".gz") if compressed is None else compressed
+        self.count = 0
+        self._handle = None
+
+    def _open(self, tmp: Path) -> None:
+        self._handle = open_jsonl_for_writing(tmp, self.compressed)
+
+    def _close(self) -> None:
+        self._handle.close()
+
+    def write(self, record: dict) -> None:
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.count += 1
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

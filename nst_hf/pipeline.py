@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nst_hf.io import SkippedRead, find_signal_files
-from nst_hf.output import atomic_path, atomic_write_json, is_temporary_name, open_jsonl_for_writing
+from nst_hf.output import AtomicJsonlWriter, AtomicWriter, atomic_path, atomic_write_json, is_temporary_name
 from nst_hf.tokenizers.base import TokenizeSummary
 
 logger = logging.getLogger(__name__)
@@ -232,27 +232,20 @@ def _prepare_parts(output: Path, parts_dir: Path, settings: dict, resume: bool, 
 
 # ---------------------------------------------------------------------- one file → one part
 
-class _PartWriter:
-    """Rows ``{"id", "text"[, "input_ids"]}`` of one input file, as JSONL (gzip) or Parquet, written atomically."""
+class _ParquetPartWriter(AtomicWriter):
+    """Rows ``{"id", "text"[, "input_ids"]}`` of one input file as Parquet, written atomically."""
 
-    def __init__(self, path: Path, fmt: str, with_ids: bool, compressed: bool):
-        self.path, self.fmt, self.with_ids, self.compressed = path, fmt, with_ids, compressed
+    def __init__(self, path: Path, with_ids: bool):
+        super().__init__(path)
+        self.with_ids = with_ids
         self.rows: list[dict] = []
-        self._context = None
-        self._handle = None
+        self._tmp = None
         self._writer = None
 
-    def __enter__(self):
-        self._context = atomic_path(self.path)
-        self.tmp = self._context.__enter__()
-        if self.fmt == "jsonl":
-            self._handle = open_jsonl_for_writing(self.tmp, self.compressed)
-        return self
+    def _open(self, tmp: Path) -> None:
+        self._tmp = tmp
 
     def write(self, row: dict) -> None:
-        if self._handle is not None:
-            self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            return
         self.rows.append(row)
         if len(self.rows) >= 256:
             self._flush()
@@ -264,34 +257,22 @@ class _PartWriter:
         schema = pa.schema([("id", pa.string()), ("text", pa.large_string())]
                            + ([("input_ids", pa.list_(pa.int32()))] if self.with_ids else []))
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.tmp, schema)
+            self._writer = pq.ParquetWriter(self._tmp, schema)
         self._writer.write_table(pa.Table.from_pylist(self.rows, schema=schema))
         self.rows = []
 
     def _close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-        else:
-            if self.rows or self._writer is None:
-                self._flush()
-            self._writer.close()
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            self._close()
-        except BaseException as close_error:
-            if exc is None:
-                self._context.__exit__(type(close_error), close_error, close_error.__traceback__)
-                raise
-        return self._context.__exit__(exc_type, exc, tb)
+        if self.rows or self._writer is None:
+            self._flush()
+        self._writer.close()
 
 
 def _tokenize_one_file(tokenizer, path: str, part: str, fmt: str, token_type, on_error: str, with_ids: bool,
                        batch_samples: int, resample: bool, compressed: bool, on_read=None) -> dict:
     from nst_hf.io import open_reads
 
-    writer_fmt = "jsonl" if fmt == "jsonl" else "parquet"
-    with open_reads(path, on_error=on_error) as source, _PartWriter(Path(part), writer_fmt, with_ids, compressed) as out:
+    writer = AtomicJsonlWriter(part, compressed) if fmt == "jsonl" else _ParquetPartWriter(Path(part), with_ids)
+    with open_reads(path, on_error=on_error) as source, writer as out:
         summary = tokenizer.write_tokens(source, out, token_type, on_error, resample, batch_samples,
                                          return_ids=with_ids, on_read=on_read)
     return {"reads": summary.reads, "tokens": summary.tokens, "samples": summary.samples,
@@ -399,7 +380,6 @@ def _assemble(parts: list[Path], output: Path, fmt: str, report_path: Path, summ
             datasets = [Dataset.from_parquet(str(p), keep_in_memory=True) for p in parts]
             concatenate_datasets(datasets).save_to_disk(str(tmp))
             (tmp / OUTPUT_MARKER).write_text(json.dumps({"written_by": "nst_hf", "rows": summary.reads}) + "\n")
-        summary.seconds = summary.seconds or 0.0
         atomic_write_json(report_path, summary.to_dict())
 
 

@@ -15,7 +15,6 @@ from nst_hf.preprocessing import PreprocessingConfig
 from nst_hf.quantizers import fused
 from nst_hf.quantizers.nearest import nearest_codes_fused, packed_codebook, prove_winners
 from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
-from nst_hf.tokenizers.files import require_inside_folder
 
 logger = logging.getLogger(__name__)
 
@@ -68,20 +67,23 @@ def load_upstream_centroids(path: str | os.PathLike, dimension: int | None = Non
     return centroids, int(dimension), int(stride)
 
 
+def _check_window(dimension: int, stride: int, where: str) -> None:
+    if not 1 <= dimension <= MAX_DIMENSION or not 1 <= stride <= MAX_DIMENSION:
+        raise CheckpointError(f"{where}: dimension and stride must be between 1 and {MAX_DIMENSION} samples, "
+                              f"got dimension={dimension}, stride={stride}")
+
+
 def _load_saved_centroids(centroids_file: str, kmeans_config_file: str) -> tuple[np.ndarray, int, int]:
-    """Config checked, then the centroid array's shape from the file's header, then its values."""
+    """Config checked (before the array is read), then the centroid array's shape from the file's header."""
     from safetensors import safe_open
 
-    require_inside_folder(centroids_file, kmeans_config_file)
     try:
         with open(kmeans_config_file, encoding="utf-8") as handle:
             meta = json.load(handle)
         dimension, stride = int(meta["dimension"]), int(meta["stride"])
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{kmeans_config_file}: needs integer 'dimension' and 'stride' ({exc})") from exc
-    if not 1 <= dimension <= MAX_DIMENSION or not 1 <= stride <= MAX_DIMENSION:
-        raise CheckpointError(f"{kmeans_config_file}: dimension and stride must be between 1 and {MAX_DIMENSION} "
-                              f"samples, got dimension={dimension}, stride={stride}")
+    _check_window(dimension, stride, kmeans_config_file)
     try:
         with safe_open(centroids_file, framework="numpy") as handle:
             if list(handle.keys()) != ["centroids"]:
@@ -156,9 +158,7 @@ class NstKMeansTokenizer(NstBaseTokenizer):
         if dimension is None or stride is None or centroids.ndim != 2 or centroids.shape[1] != dimension:
             raise CheckpointError(f"centroids of shape {centroids.shape} need a matching dimension and a stride "
                                   f"(got dimension={dimension}, stride={stride})")
-        if not 1 <= dimension <= MAX_DIMENSION or not 1 <= stride <= MAX_DIMENSION:
-            raise CheckpointError(f"K-Means dimension and stride must be between 1 and {MAX_DIMENSION} samples, "
-                                  f"got dimension={dimension}, stride={stride}")
+        _check_window(dimension, stride, "K-Means")
         if not np.isfinite(centroids).all():
             raise CheckpointError("the centroids contain NaN or infinite values")
         self._check_saved_sizes(kwargs, centroids.shape[0], 1)

@@ -13,7 +13,6 @@ from nst_hf.chunking import min_margin, num_frames, plan_windows
 from nst_hf.errors import CheckpointError
 from nst_hf.models.conv_vq import NstConvVQConfig, NstConvVQModel
 from nst_hf.output import atomic_path
-from nst_hf.tokenizers.files import require_inside_folder
 from nst_hf.preprocessing import PreprocessingConfig
 from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
 
@@ -72,11 +71,11 @@ class _NeuralTokenizer(NstBaseTokenizer):
 
     @staticmethod
     def _load_weights(weights_file: str, model_config_file: str) -> NstConvVQModel:
-        """Config checked, then every tensor's shape from the file's header, then the weights' values."""
+        """Config checked, then every tensor's shape from the file's header, then the weights' values
+        (``_require_files`` has checked that both files lie inside their folder)."""
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        require_inside_folder(weights_file, model_config_file)
         try:
             config = NstConvVQConfig.load(model_config_file)
         except (ValueError, TypeError, KeyError) as exc:
