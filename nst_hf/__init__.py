@@ -1,29 +1,43 @@
-"""nst_hf: nanopore raw-signal tokenizers for language models, as Hugging Face tokenizers."""
+"""nst_hf: nanopore raw-signal tokenizers for language models, as Hugging Face tokenizers.
+
+The names below are resolved on first use, so ``import nst_hf.io`` or ``nst-hf -h`` never import torch or
+transformers. ``import nst_hf`` makes ``transformers.AutoTokenizer`` find the three tokenizer classes:
+they are registered as soon as transformers' auto classes load (:mod:`nst_hf._autoregister`).
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
+
+from nst_hf._autoregister import register_with_transformers
 from nst_hf._version import __version__
 
-from nst_hf.io import SignalRecord, SkippedRead, open_reads
-from nst_hf.preprocessing import PreprocessingConfig, preprocess
-from nst_hf.tokenizers import (
-    KmeansTokenizer,
-    NstKMeansTokenizer,
-    NstRVQTokenizer,
-    NstVQTokenizer,
-    RVQTokenizer,
-    TokenizeSummary,
-    VQTokenizer,
-)
-from nst_hf.hub import register_auto_classes as _register_auto_classes
-from nst_hf.lm import extend_lm_tokenizer
-from nst_hf import auto
-from nst_hf.auto import load_tokenizer
-from nst_hf.hf_datasets import reads_to_dataset, tokenize_batch
+#: Public name → module that defines it.
+_EXPORTS = {
+    "SignalRecord": "nst_hf.io", "SkippedRead": "nst_hf.io", "open_reads": "nst_hf.io",
+    "PreprocessingConfig": "nst_hf.preprocessing", "preprocess": "nst_hf.preprocessing",
+    "NstVQTokenizer": "nst_hf.tokenizers", "NstRVQTokenizer": "nst_hf.tokenizers",
+    "NstKMeansTokenizer": "nst_hf.tokenizers",
+    "VQTokenizer": "nst_hf.tokenizers.compat", "RVQTokenizer": "nst_hf.tokenizers.compat",
+    "KmeansTokenizer": "nst_hf.tokenizers.compat",
+    "TokenizeSummary": "nst_hf.pipeline", "tokenize_file": "nst_hf.pipeline", "tokenize_inputs": "nst_hf.pipeline",
+    "extend_lm_tokenizer": "nst_hf.lm", "load_tokenizer": "nst_hf.auto",
+    "reads_to_dataset": "nst_hf.hf_datasets", "tokenize_batch": "nst_hf.hf_datasets",
+}
 
-_register_auto_classes()
+__all__ = ["__version__", *_EXPORTS]
 
-__all__ = ["__version__", "SignalRecord", "SkippedRead", "open_reads", "PreprocessingConfig", "preprocess",
-           "NstVQTokenizer", "NstRVQTokenizer", "NstKMeansTokenizer", "VQTokenizer", "RVQTokenizer",
-           "KmeansTokenizer", "TokenizeSummary", "extend_lm_tokenizer", "load_tokenizer", "reads_to_dataset",
-           "tokenize_batch"]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'nst_hf' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+register_with_transformers()

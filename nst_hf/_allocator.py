@@ -1,17 +1,14 @@
 """Keep freed heap memory in the process instead of giving it back to the OS after every batch.
 
 glibc's ``malloc`` returns large freed blocks to the kernel (``munmap`` / heap trimming), so the next
-batch's tensors of the same size fault every page in again, zeroed by the kernel. For the RVQ encoder
-(64-channel activations at the full sample rate, several MiB per batch) glibc's adaptive thresholds
-often did so: 16–35 thousand page faults per pass over an 847 k-sample file, and up to a quarter of
-the tokenizing time on a 2-core machine. Fixing both thresholds keeps blocks up to
-:data:`MMAP_THRESHOLD` on the heap and stops trimming until :data:`TRIM_THRESHOLD` bytes lie free at
-its top; peak memory is unchanged, memory freed after the peak stays with the process for its next
-batch.
+batch's tensors of the same size fault every page in again, zeroed by the kernel. Fixing both thresholds
+keeps blocks up to :data:`MMAP_THRESHOLD` on the heap and stops trimming until :data:`TRIM_THRESHOLD`
+bytes lie free at its top; peak memory is unchanged, memory freed after the peak stays with the process
+for its next batch (the README gives the measured effect).
 
-Applied once per process, on glibc only, the first time a tokenizer encodes (host memory, whatever the
-device);
-``NST_HF_KEEP_MALLOC_DEFAULTS=1`` leaves the allocator alone.
+Applied once per process, on glibc only, by the entry points that own their process: the ``nst-hf``
+command, :func:`nst_hf.pipeline.tokenize_inputs` and the benchmarks. A tokenizer used as a library
+leaves a user's allocator alone. ``NST_HF_KEEP_MALLOC_DEFAULTS=1`` leaves it alone everywhere.
 """
 
 from __future__ import annotations

@@ -88,8 +88,11 @@ def run_isolated(function: Callable, *args) -> dict:
     """Run ``function(*args)`` in a fresh spawned process and return its result dict."""
     from concurrent.futures import ProcessPoolExecutor
 
+    from nst_hf._allocator import keep_freed_memory
+
     # not multiprocessing.Pool: it waits forever for a task whose worker died; this raises instead
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=keep_freed_memory) as pool:  # measured as a pipeline run tokenizes
         return pool.submit(function, *args).result()
 
 
@@ -156,19 +159,6 @@ def peak_matmul_gflops(size: int = 2048, seconds: float = 1.0, device: str = "cp
     return best
 
 
-def tokenizer_flops_per_sample(tok, levels: int | None = None) -> dict:
-    """FLOPs per input sample: encoder convolutions and the nearest-code search (2·K·D per frame per level)."""
-    if tok.bwav_kind == "kmeans":
-        return {"encoder": 0.0, "search": 2.0 * tok.codebook_size * tok.dimension / tok.stride}
-    config = tok.model.config
-    encoder, jump = 0.0, 1
-    for cin, cout, kernel, stride in config.layers:
-        jump *= stride
-        encoder += 2.0 * cin * cout * kernel / jump
-    levels = levels or (config.num_quantizers if not tok.is_rvq else 1)
-    return {"encoder": encoder, "search": 2.0 * config.codebook_size * config.dim * levels / config.downsample_rate}
-
-
 def _tokenize_case(spec: str, load_kwargs: dict, paths: list[str], min_seconds: float, device: str,
                    token_type: str | None, max_samples: int, resample: bool = False) -> dict:
     import torch
@@ -206,7 +196,7 @@ def _tokenize_case(spec: str, load_kwargs: dict, paths: list[str], min_seconds: 
     in_memory()  # warm-up
     seconds, samples, _ = _timed(in_memory, min_seconds)
     read_seconds, read_samples, _ = _timed(with_reading, min_seconds)
-    flops = tokenizer_flops_per_sample(tok, tok._levels(token_type))
+    flops = tok.flops_per_sample(token_type)
     return {"tokenizer": spec, "kind": tok.bwav_kind, "device": device, "samples": total,
             "samples_per_s": samples / seconds, "samples_per_s_with_reading": read_samples / read_seconds,
             "flops_per_sample": flops, "rss_peak_mib": _rss_mib()}

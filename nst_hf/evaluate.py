@@ -32,7 +32,7 @@ def code_statistics(codes: np.ndarray, codebook_size: int) -> dict:
 def evaluate_tokenizer(tokenizer, inputs: Iterable, token_type: str | None = None, max_reads: int | None = None,
                        resample: bool = False) -> dict:
     """Codebook statistics per level and, for VQ/RVQ, reconstruction MSE/SNR of ``decode_to_signal``."""
-    levels = tokenizer._levels(token_type)
+    levels = tokenizer.num_levels(token_type)
     per_level: list[list[np.ndarray]] = [[] for _ in range(levels)]
     squared_error = power = samples = 0.0
     reads = 0
@@ -41,7 +41,7 @@ def evaluate_tokenizer(tokenizer, inputs: Iterable, token_type: str | None = Non
             if max_reads is not None and reads >= max_reads:
                 break
             target = tokenizer.preprocess_signal(record.signal_pa, record.sampling_rate, resample)
-            (codes,) = tokenizer._encode_preprocessed([target], levels)
+            (codes,) = tokenizer.encode_preprocessed([target], token_type)
             if codes.size == 0:
                 continue
             reads += 1
@@ -77,8 +77,7 @@ def plot_read(tokenizer, record, path, max_samples: int = 3000, token_type: str 
     import matplotlib.pyplot as plt
 
     target = tokenizer.preprocess_signal(record.signal_pa, record.sampling_rate)[:max_samples]
-    levels = tokenizer._levels(token_type)
-    (codes,) = tokenizer._encode_preprocessed([target], levels)
+    (codes,) = tokenizer.encode_preprocessed([target], token_type)
     step = tokenizer.samples_per_token
     figure, axes = plt.subplots(2, 1, figsize=(12, 5), sharex=True)
     axes[0].plot(target, lw=0.7, label="preprocessed signal")

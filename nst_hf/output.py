@@ -20,6 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def printable_path(path: str | os.PathLike) -> str:
+    """A path as text that JSON and terminals accept (undecodable bytes as ``\\xNN``)."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
 def temporary_name(path: str | os.PathLike, tag: str = "") -> Path:
     """``.<name>.<pid><tag>.tmp`` beside ``path``."""
     path = Path(path)

@@ -67,7 +67,7 @@ def test_readme_first_command_runs_offline(tmp_path):
 
 @pytest.mark.parametrize("kind", ["vq", "rvq", "kmeans"])
 def test_hub_configs_match_what_save_pretrained_writes(kind, tmp_path):
-    folder = ROOT / "hub_configs" / kind
+    folder = ROOT / "nst_hf" / "hub_configs" / kind
     config = json.loads((folder / "tokenizer_config.json").read_text())
     assert config["bwav_kind"] == kind and config["auto_map"]["AutoTokenizer"][0].startswith("tokenization_nst_hf.")
     assert (folder / "model_card.md").read_text().startswith("---\n{{ card_data }}\n---")

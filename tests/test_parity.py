@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+import nst_hf
+
 TOKEN = re.compile(r"<\|bwav:(?:L(\d+)_)?(\d+)\|>")
 # upstream windows: 1000 frames with margins of 2 (VQ) / 5 (RVQ) frames, so seams every 996 / 990 frames
 UPSTREAM_STEP = {"vq1_tbs1000": 996, "rvq_L4": 990}
@@ -70,7 +72,7 @@ def test_fast5_parity(request, parity_dir, upstream_dir, tmp_path, name, fixture
     with gzip.open(parity_dir / "fast5" / f"{name}.jsonl.gz", "rt") as handle:
         expected = {row["id"]: row["text"] for row in map(json.loads, handle)}
     out = tmp_path / "out.jsonl.gz"
-    summary = tok.tokenize_file(upstream_dir / "demo.fast5", out, token_type=token_type)
+    summary = nst_hf.tokenize_file(tok, upstream_dir / "demo.fast5", out, token_type=token_type)
     with gzip.open(out, "rt") as handle:
         got = {row["id"]: row["text"] for row in map(json.loads, handle)}
     assert set(got) == set(expected) and summary.reads == len(expected) and not summary.skipped

@@ -44,7 +44,7 @@ def test_tokenize_batch_matches_tokenize_file(dataset, vq1, real_dir, tmp_path):
     assert out.column_names == ["id", "text"] and out.num_rows == dataset.num_rows
     expected = {}
     for name in os.listdir(real_dir / GROUP_B / "pod5" / "compat"):
-        vq1.tokenize_file(real_dir / GROUP_B / "pod5" / "compat" / name, tmp_path / "x.jsonl")
+        nst_hf.tokenize_file(vq1, real_dir / GROUP_B / "pod5" / "compat" / name, tmp_path / "x.jsonl")
         expected.update({row["id"]: row["text"] for row in read_jsonl(tmp_path / "x.jsonl")})
     for row in out:
         assert row["text"] == expected[row["id"]]

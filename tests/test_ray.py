@@ -27,7 +27,7 @@ def test_ray_tokenize_equals_single_process(local_ray, real_dir, tmp_path, upstr
     tokens = nst_ray.tokenize_dataset(reads, tokenizer=centroids, load_kwargs={"stride": 8}, num_actors=2, batch_size=4)
     got = sorted((row["id"], row["text"]) for row in tokens.take_all())  # 5 files hold the same 4 reads
     tok = nst_hf.NstKMeansTokenizer.from_pretrained(centroids, stride=8)
-    tok.tokenize_file(source, tmp_path / "single.jsonl")
+    nst_hf.tokenize_file(tok, source, tmp_path / "single.jsonl")
     expected = sorted((row["id"], row["text"]) for row in read_jsonl(tmp_path / "single.jsonl"))
     assert len(got) == 20 and got == expected
     tokens.write_parquet(str(tmp_path / "parquet"))

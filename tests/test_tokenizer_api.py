@@ -88,7 +88,7 @@ def test_tokenize_file_all_formats_and_skip(vq1, real_dir, tmp_path):
     source = real_dir / "slow5-pod5-bench/pod5/compat"
     outputs = {}
     for name in ("file.fast5", "v3.pod5"):
-        summary = vq1.tokenize_file(source / name, tmp_path / f"{name}.jsonl.gz")
+        summary = nst_hf.tokenize_file(vq1, source / name, tmp_path / f"{name}.jsonl.gz")
         with gzip.open(tmp_path / f"{name}.jsonl.gz", "rt") as handle:
             outputs[name] = {row["id"]: row["text"] for row in map(json.loads, handle)}
         assert summary.reads == 4 and summary.tokens == sum(t.count("<|") for t in outputs[name].values())
@@ -111,11 +111,11 @@ def test_tokenize_file_reports_bad_reads(vq1, tmp_path):
     path = write_fast5(tmp_path / "mixed.fast5", [records[0], flat, records[1]])
     rated = nst_hf.NstVQTokenizer(model=vq1.model, preprocessing=nst_hf.PreprocessingConfig(sampling_rate=4000))
     with pytest.raises(InvalidReadError, match="mixed.fast5: read .*: signal sampled at 5000 Hz"):
-        rated.tokenize_file(path, tmp_path / "out.jsonl")
+        nst_hf.tokenize_file(rated, path, tmp_path / "out.jsonl")
     assert not (tmp_path / "out.jsonl").exists()  # nothing half-written
-    summary = rated.tokenize_file(path, tmp_path / "out.jsonl", on_error="skip")
+    summary = nst_hf.tokenize_file(rated, path, tmp_path / "out.jsonl", on_error="skip")
     assert summary.reads == 0 and len(summary.skipped) == 3
-    summary = vq1.tokenize_file(path, tmp_path / "out.jsonl", on_error="skip")
+    summary = nst_hf.tokenize_file(vq1, path, tmp_path / "out.jsonl", on_error="skip")
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     texts = {r["id"]: r["text"] for r in rows}  # FAST5 lists reads in name order
     assert set(texts) == {records[0].read_id, records[1].read_id} and all(texts.values())

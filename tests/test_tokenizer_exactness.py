@@ -91,7 +91,7 @@ def test_kmeans_faiss_search_equals_the_exact_torch_search(kmeans, real_signals)
     from nst_hf.quantizers.nearest import nearest_codes
 
     windows = np.ascontiguousarray(np.concatenate([kmeans.windows(kmeans.preprocess_signal(s)) for s in real_signals]))
-    ours = np.concatenate(kmeans._encode_preprocessed([kmeans.preprocess_signal(s) for s in real_signals], 1))[:, 0]
+    ours = np.concatenate(kmeans.encode_preprocessed([kmeans.preprocess_signal(s) for s in real_signals]))[:, 0]
     exact = nearest_codes(torch.from_numpy(windows), torch.from_numpy(kmeans.centroids)).numpy()
     np.testing.assert_array_equal(ours, exact)
 

@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     init_logging(args.verbose, args.quiet)
+    from nst_hf._allocator import keep_freed_memory
+
+    keep_freed_memory()  # an entry point: this process is ours (a library call leaves the allocator alone)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)

@@ -1,12 +1,12 @@
-"""The three tokenizer classes (and the earlier tool's names for them)."""
+"""The three tokenizer classes; importing this package registers them with ``transformers.AutoTokenizer``."""
 
-from nst_hf.tokenizers.base import NstBaseTokenizer, TokenizeSummary
+from nst_hf.tokenizers.base import NstBaseTokenizer
 from nst_hf.tokenizers.kmeans import NstKMeansTokenizer
 from nst_hf.tokenizers.neural import NstRVQTokenizer, NstVQTokenizer
+from nst_hf.tokenizers.compat import KmeansTokenizer, RVQTokenizer, VQTokenizer
+from nst_hf.tokenizers.registration import register_auto_classes
 
-VQTokenizer = NstVQTokenizer
-RVQTokenizer = NstRVQTokenizer
-KmeansTokenizer = NstKMeansTokenizer
+register_auto_classes()
 
-__all__ = ["NstBaseTokenizer", "NstVQTokenizer", "NstRVQTokenizer", "NstKMeansTokenizer", "TokenizeSummary",
-           "VQTokenizer", "RVQTokenizer", "KmeansTokenizer"]
+__all__ = ["NstBaseTokenizer", "NstVQTokenizer", "NstRVQTokenizer", "NstKMeansTokenizer", "VQTokenizer",
+           "RVQTokenizer", "KmeansTokenizer"]

@@ -1,29 +1,36 @@
 """The base class every nst_hf tokenizer shares: a ``transformers.PreTrainedTokenizer`` whose text side
 is the bwav vocabulary and whose signal side is preprocess → encode codes → format tokens.
 
-Subclasses implement only ``_encode_preprocessed`` (codes for a batch of preprocessed signals) and
-the loading/saving of their own weights; preprocessing, sampling-rate checks, token formatting,
-batching over many reads, file handling and the text vocabulary exist here once.
+Subclasses implement only ``_encode_preprocessed`` (codes for a batch of preprocessed signals),
+``flops_per_sample`` and the loading/saving of their own weights; preprocessing, sampling-rate checks,
+token formatting, batching over many reads and the text vocabulary exist here once. File jobs live in
+:mod:`nst_hf.pipeline`, the earlier tool's method names in :mod:`nst_hf.tokenizers.compat`.
+
+The public ways from signal to tokens:
+
+- ``tokenizer(signals=...)``: ``input_ids`` + ``attention_mask`` (the Hugging Face call);
+- :meth:`NstBaseTokenizer.encode_signals_to_codes`: codes ``[T, levels]`` for many pA signals;
+- :meth:`NstBaseTokenizer.signal_to_text`: the bwav text of one pA signal;
+- :meth:`NstBaseTokenizer.iter_tokenized`: codes per read of a stream of :class:`~nst_hf.io.SignalRecord`;
+- :meth:`NstBaseTokenizer.preprocess_signal` then :meth:`NstBaseTokenizer.encode_preprocessed`: the two
+  halves, for callers that need the signal the encoder saw (evaluation, benchmarks).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from transformers import BatchEncoding, PreTrainedTokenizer
 
-from nst_hf._allocator import keep_freed_memory
 from nst_hf._threads import compute_threads, thread_pool
 from nst_hf.errors import CheckpointError, ConstantSignalError, InvalidReadError, InvalidSignalError, NstHfError
-from nst_hf.io import SignalRecord, SkippedRead, open_reads
+from nst_hf.io import SignalRecord
 from nst_hf.preprocessing import PreprocessingConfig, preprocess, resample_signal
-from nst_hf.tokenizers.vocab import SPECIAL_TOKENS, TOKEN_RE, codes_to_ids, codes_to_text, codes_to_tokens
+from nst_hf.tokenizers.compat import EarlierToolMethods
+from nst_hf.tokenizers.vocab import SPECIAL_TOKENS, TOKEN_RE, codes_to_ids, codes_to_text
 
 logger = logging.getLogger(__name__)
 
@@ -38,26 +45,7 @@ MAX_RESAMPLE_GROWTH = 10.0
 DEFAULT_BATCH_SAMPLES = 1_000_000
 
 
-@dataclass
-class TokenizeSummary:
-    """What :meth:`NstBaseTokenizer.tokenize_file` did."""
-
-    reads: int = 0
-    tokens: int = 0
-    samples: int = 0
-    seconds: float = 0.0
-    skipped: list[SkippedRead] = field(default_factory=list)
-
-    @property
-    def samples_per_second(self) -> float:
-        return self.samples / self.seconds if self.seconds else 0.0
-
-    def to_dict(self) -> dict:
-        return {"reads": self.reads, "tokens": self.tokens, "samples": self.samples, "seconds": self.seconds,
-                "samples_per_second": self.samples_per_second, "skipped": [s.to_dict() for s in self.skipped]}
-
-
-class NstBaseTokenizer(PreTrainedTokenizer):
+class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
     """Shared behaviour of :class:`NstVQTokenizer`, :class:`NstRVQTokenizer` and :class:`NstKMeansTokenizer`.
 
     Vocabulary: the bwav token strings (``K`` codes, or ``n_q * K`` for RVQ with id ``level * K + code``)
@@ -214,7 +202,8 @@ class NstBaseTokenizer(PreTrainedTokenizer):
     def samples_per_token(self) -> int:
         raise NotImplementedError
 
-    def _levels(self, token_type: str | None) -> int:
+    def num_levels(self, token_type: str | None = None) -> int:
+        """Code levels per frame for ``token_type`` (``"Lk"``: the first k RVQ levels; ``None``: the default)."""
         token_type = token_type or self.default_token_type
         if token_type is None:
             return self.num_quantizers if not self.is_rvq else 1
@@ -223,14 +212,10 @@ class NstBaseTokenizer(PreTrainedTokenizer):
             raise ValueError(f"token_type must be one of {valid} for this {self.bwav_kind} tokenizer, got {token_type!r}")
         return int(token_type[1:])
 
-    def _effective_config(self, do_normalize=None, medf=None, lpf=None, **overrides) -> PreprocessingConfig:
-        changes = dict(overrides)
+    def _effective_config(self, do_normalize: bool | None = None, **overrides) -> PreprocessingConfig:
+        changes = {key: value for key, value in overrides.items() if value is not None}
         if do_normalize is not None:
             changes["normalization"] = "med_mad" if do_normalize else "none"
-        if medf is not None:
-            changes["median_kernel"] = int(medf)
-        if lpf is not None:
-            changes["lowpass_cutoff_hz"] = float(lpf)
         return self.preprocessing.replace(**changes) if changes else self.preprocessing
 
     def _check_rate(self, sampling_rate: float | None, resample: bool) -> tuple[float | None, bool]:
@@ -282,15 +267,27 @@ class NstBaseTokenizer(PreTrainedTokenizer):
         """Codes ``[T, levels]`` (int64) for each preprocessed signal; implemented by subclasses."""
         raise NotImplementedError
 
+    def encode_preprocessed(self, signals: Iterable[np.ndarray], token_type: str | None = None) -> list[np.ndarray]:
+        """Codes ``[T, levels]`` (int64) for signals that already went through :meth:`preprocess_signal`."""
+        return self._encode_preprocessed([np.asarray(s, dtype=np.float32) for s in signals],
+                                         self.num_levels(token_type))
+
+    def flops_per_sample(self, token_type: str | None = None) -> dict[str, float]:
+        """Floating-point operations per input sample: ``{"encoder": ..., "search": ...}``."""
+        raise NotImplementedError
+
     def encode_signals_to_codes(self, signals: Iterable, sampling_rates=None, token_type: str | None = None,
                                 resample: bool = False, **overrides) -> list[np.ndarray]:
-        """Codes ``[T, levels]`` for many pA signals at once (windows of all reads share batches)."""
+        """Codes ``[T, levels]`` for many pA signals at once (windows of all reads share batches).
+
+        ``overrides`` replace fields of the saved :class:`~nst_hf.preprocessing.PreprocessingConfig` for
+        this call (``do_normalize=False`` turns normalisation off).
+        """
         signals = list(signals)
         if sampling_rates is None or np.isscalar(sampling_rates):
             sampling_rates = [sampling_rates] * len(signals)
-        levels = self._levels(token_type)
+        levels = self.num_levels(token_type)
         config = self._effective_config(**overrides)
-        keep_freed_memory()
         outcomes = self._preprocess_many(signals, sampling_rates, resample, config)
         for _, error in outcomes:
             if error is not None:
@@ -321,18 +318,6 @@ class NstBaseTokenizer(PreTrainedTokenizer):
         if threads < 2:
             return [one(pair) for pair in pairs]
         return list(thread_pool("preprocess", threads).map(one, pairs))
-
-    def tokenize_data(self, signal_pa, do_normalize: bool | None = None, medf: int | None = None,
-                      lpf: float | None = None, token_type: str | None = None, sampling_rate: float | None = None,
-                      resample: bool = False) -> list[str]:
-        """Token strings of one pA signal (the earlier tool's call).
-
-        ``do_normalize``, ``medf`` and ``lpf`` override the saved preprocessing when given (``None`` keeps
-        it); ``token_type="Lk"`` emits the first k RVQ levels.
-        """
-        (codes,) = self.encode_signals_to_codes([signal_pa], [sampling_rate], token_type, resample,
-                                                do_normalize=do_normalize, medf=medf, lpf=lpf)
-        return codes_to_tokens(codes, self.is_rvq)
 
     def encode_signal(self, signal_pa, token_type: str | None = None, sampling_rate: float | None = None,
                       resample: bool = False, **overrides) -> list[int]:
@@ -401,12 +386,7 @@ class NstBaseTokenizer(PreTrainedTokenizer):
             return f"too short to tokenize: {num_samples} samples, this tokenizer needs at least {minimum}"
         return "no tokens: the signal is constant (median absolute deviation 0) or too short after resampling"
 
-    # ------------------------------------------------------------------ reads and files
-
-    def tokenize_read(self, record: SignalRecord, token_type: str | None = None, resample: bool = False) -> list[str]:
-        """Token strings of one :class:`~nst_hf.io.SignalRecord` (its own sampling rate is checked)."""
-        return self.tokenize_data(record.signal_pa, token_type=token_type, sampling_rate=record.sampling_rate,
-                                  resample=resample)
+    # ------------------------------------------------------------------ reads
 
     def iter_tokenized(self, records: Iterable[SignalRecord], token_type: str | None = None,
                        on_error: str = "raise", resample: bool = False,
@@ -418,12 +398,11 @@ class NstBaseTokenizer(PreTrainedTokenizer):
         """
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        levels = self._levels(token_type)
+        levels = self.num_levels(token_type)
         pending: list[SignalRecord] = []
         pending_samples = 0
 
         def flush():
-            keep_freed_memory()
             outcomes = self._preprocess_many(pending, [r.sampling_rate for r in pending], resample)
             errors: dict[int, str] = {}
             for i, (record, (_, exc)) in enumerate(zip(pending, outcomes)):
@@ -449,58 +428,6 @@ class NstBaseTokenizer(PreTrainedTokenizer):
         if pending:
             yield from flush()
 
-    def tokenize_file(self, path, output_path, token_type: str | None = None, on_error: str = "raise",
-                      read_ids: Iterable[str] | None = None, resample: bool = False,
-                      batch_samples: int = DEFAULT_BATCH_SAMPLES, progress: bool = False) -> TokenizeSummary:
-        """Tokenize every read of a signal file (or directory) into JSON lines ``{"id", "text"}``.
-
-        The output is gzip-compressed when its name ends in ``.gz`` and written atomically. Bad reads
-        raise (``on_error="raise"``) or are skipped and listed in the returned summary (``"skip"``).
-        """
-        from tqdm.auto import tqdm
-
-        from nst_hf.output import AtomicJsonlWriter
-
-        with open_reads(path, read_ids=read_ids, on_error=on_error) as source, AtomicJsonlWriter(output_path) as out:
-            bar = tqdm(desc=f"tokenizing {Path(str(path)).name}", unit=" reads", disable=not progress)
-            summary = self.write_tokens(source, out, token_type, on_error, resample, batch_samples,
-                                        on_read=lambda samples: bar.update(1))
-            bar.close()
-        return summary
-
-    def write_tokens(self, source, out, token_type: str | None = None, on_error: str = "raise",
-                     resample: bool = False, batch_samples: int = DEFAULT_BATCH_SAMPLES, return_ids: bool = False,
-                     on_read=None) -> TokenizeSummary:
-        """Tokenize the reads of an :func:`~nst_hf.open_reads` source into ``out.write(row)`` rows.
-
-        Rows are ``{"id", "text"}`` (plus ``input_ids`` with ``return_ids``); skipped reads, the
-        source's own and those that cannot be tokenized, are listed in the returned summary.
-        ``on_read(num_samples)`` is called after every read (progress bars).
-        """
-        summary = TokenizeSummary()
-        started = time.perf_counter()
-        for record, codes, error in self.iter_tokenized(source, token_type, on_error, resample, batch_samples):
-            if codes is None or codes.size == 0:
-                reason = error or self.no_tokens_reason(record.num_samples)
-                summary.skipped.append(SkippedRead(record.source_file, record.read_id, reason))
-            else:
-                row = {"id": record.read_id, "text": codes_to_text(codes, self.is_rvq)}
-                if return_ids:
-                    row["input_ids"] = codes_to_ids(codes, self.codebook_size, self.is_rvq).tolist()
-                out.write(row)
-                summary.reads += 1
-                summary.tokens += int(codes.size)
-                summary.samples += record.num_samples
-            if on_read is not None:
-                on_read(record.num_samples)
-        summary.skipped[:0] = getattr(source, "skipped", [])
-        summary.seconds = time.perf_counter() - started
-        return summary
-
-    def tokenize_fast5(self, path, output_path, **kwargs) -> TokenizeSummary:
-        """Alias of :meth:`tokenize_file` (the earlier tool's name); any supported format works."""
-        return self.tokenize_file(path, output_path, **kwargs)
-
     # ------------------------------------------------------------------ saving
 
     def _save_preprocessing(self, save_directory: str, prefix: str) -> str:
@@ -510,7 +437,7 @@ class NstBaseTokenizer(PreTrainedTokenizer):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Write the tokenizer folder plus ``tokenizer.json``, the remote-code shim and a model card."""
-        from nst_hf.hub import write_model_card, write_remote_code_shim, write_tokenizers_json
+        from nst_hf.tokenizers.hub_files import write_model_card, write_remote_code_shim, write_tokenizers_json
 
         push_to_hub = kwargs.pop("push_to_hub", False)
         files = super().save_pretrained(save_directory, *args, **kwargs)

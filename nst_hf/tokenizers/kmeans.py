@@ -199,6 +199,10 @@ class NstKMeansTokenizer(NstBaseTokenizer):
     def min_samples_for_tokens(self) -> int:
         return self.dimension
 
+    def flops_per_sample(self, token_type: str | None = None) -> dict[str, float]:
+        """The nearest-centroid search (``2·K·D`` per window) per input sample; there is no encoder."""
+        return {"encoder": 0.0, "search": 2.0 * self.codebook_size * self.dimension / self.stride}
+
     def _fingerprint_arrays(self) -> dict[str, np.ndarray]:
         return {"centroids": self.centroids}
 

@@ -140,6 +140,16 @@ class _NeuralTokenizer(NstBaseTokenizer):
     def min_samples_for_tokens(self) -> int:
         return max(self.min_samples, 1)
 
+    def flops_per_sample(self, token_type: str | None = None) -> dict[str, float]:
+        """Encoder convolutions and the nearest-code search (``2·K·D`` per frame per level) per input sample."""
+        config = self.model.config
+        encoder, jump = 0.0, 1
+        for cin, cout, kernel, stride in config.layers:
+            jump *= stride
+            encoder += 2.0 * cin * cout * kernel / jump
+        search = 2.0 * config.codebook_size * config.dim * self.num_levels(token_type) / config.downsample_rate
+        return {"encoder": encoder, "search": search}
+
     def _fingerprint_arrays(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
 

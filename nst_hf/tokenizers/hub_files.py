@@ -1,4 +1,4 @@
-"""Hugging Face integration: AutoTokenizer registration, ``tokenizer.json`` for environments without
+"""The files a saved tokenizer folder carries besides its own: ``tokenizer.json`` for environments without
 nst_hf, the ``trust_remote_code`` shim module, and the model card."""
 
 from __future__ import annotations
@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
-
 from nst_hf._version import __version__
 from nst_hf.output import atomic_path, atomic_write_text
 
 SHIM_FILE = "tokenization_nst_hf.py"
-HUB_CONFIGS = Path(__file__).resolve().parent / "hub_templates"
+HUB_CONFIGS = Path(__file__).resolve().parent.parent / "hub_configs"
 
 _SHIM = '''"""Lets `AutoTokenizer.from_pretrained(repo, trust_remote_code=True)` load this repo without importing
 nst_hf first. The classes live in the installed package: `pip install nst-hf`."""
@@ -34,33 +32,13 @@ class NstKMeansTokenizer(_NstKMeansTokenizer):
 '''
 
 
-class NstBwavConfig(PretrainedConfig):
-    """Marker config so ``AutoTokenizer`` can map ``model_type: nst_bwav`` to the nst_hf classes."""
-
-    model_type = "nst_bwav"
-
-
-def register_auto_classes() -> None:
-    """Register the three tokenizer classes with ``AutoConfig``/``AutoTokenizer`` (idempotent)."""
-    from nst_hf.tokenizers import NstKMeansTokenizer, NstRVQTokenizer, NstVQTokenizer
-
-    try:
-        AutoConfig.register("nst_bwav", NstBwavConfig)
-    except ValueError:
-        pass  # already registered
-    for cls in (NstVQTokenizer, NstRVQTokenizer, NstKMeansTokenizer):
-        AutoTokenizer.register(NstBwavConfig, slow_tokenizer_class=cls, exist_ok=True)
-
-
 def write_tokenizers_json(tokenizer, save_directory) -> str:
     """A ``tokenizers`` WordLevel ``tokenizer.json`` with identical ids, for users without nst_hf."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
     from nst_hf.tokenizers.vocab import TOKEN_PATTERN
 
-    vocab = dict(tokenizer._base_vocab)
-    for token, index in tokenizer.added_tokens_encoder.items():
-        vocab[token] = index
+    vocab = tokenizer.get_vocab()
     fast = Tokenizer(models.WordLevel(vocab=vocab, unk_token=tokenizer.unk_token))
     fast.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(TOKEN_PATTERN), behavior="isolated"),
@@ -114,6 +92,7 @@ def render_model_card(tokenizer) -> str:
 
 
 def write_model_card(tokenizer, save_directory) -> str:
+    """Render the model card into ``save_directory/README.md``; return its path."""
     path = os.path.join(save_directory, "README.md")
     atomic_write_text(path, render_model_card(tokenizer))
     return path

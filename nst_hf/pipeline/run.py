@@ -1,0 +1,162 @@
+"""The run: many files → one output, through resumable parts (see :mod:`nst_hf.pipeline`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nst_hf._allocator import keep_freed_memory
+from nst_hf.io import SkippedRead, find_signal_files
+from nst_hf.output import atomic_write_json, printable_path
+from nst_hf.pipeline.files import TokenizeSummary
+from nst_hf.pipeline.guard import MANIFEST, OutputLock, check_output_location, prepare_parts, remove_leftovers, \
+    sidecars
+from nst_hf.pipeline.parts import assemble, input_stamp, part_name, retire, tokenize_part
+from nst_hf.pipeline.workers import configure, run_pool
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("jsonl", "parquet", "dataset")
+
+
+@dataclass
+class PipelineSummary(TokenizeSummary):
+    """What a :func:`tokenize_inputs` run did (the CLI prints it; it is written as ``OUTPUT.report.json``)."""
+
+    files: int = 0
+    files_resumed: int = 0
+    output: str = ""
+    tokenizer_fingerprint: str = ""
+    non_utf8_paths: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        data = {"output": printable_path(self.output), "files": self.files, "files_resumed": self.files_resumed,
+                "tokenizer_fingerprint": self.tokenizer_fingerprint, **TokenizeSummary.to_dict(self)}
+        for item in data["skipped"]:
+            item["file"] = printable_path(item["file"])
+        data["non_utf8_paths"] = self.non_utf8_paths
+        return data
+
+    def add(self, result: dict) -> None:
+        """Count one finished part (a :func:`~nst_hf.pipeline.parts.tokenize_part` result)."""
+        self.reads += result["reads"]
+        self.tokens += result["tokens"]
+        self.samples += result["samples"]
+        self.skipped += [SkippedRead(**s) for s in result["skipped"]]
+
+
+def tokenize_inputs(inputs, output, tokenizer="default", token_type: str | None = None, device: str | None = None,
+                    batch_windows: int | None = None, batch_samples: int = 1_000_000, workers: int = 1,
+                    fmt: str = "jsonl", resume: bool = False, on_error: str = "raise", return_ids: bool = False,
+                    load_kwargs: dict | None = None, progress: bool | None = None,
+                    resample: bool = False, overwrite: bool = False) -> PipelineSummary:
+    """Tokenize every read of ``inputs`` (files/directories, any supported format) into ``output``.
+
+    ``tokenizer`` is a loaded tokenizer or anything :func:`nst_hf.auto.load_tokenizer` accepts.
+    ``resample=True`` resamples reads whose rate differs from the tokenizer's (otherwise they are errors).
+    ``workers > 1`` tokenizes files in that many processes (each gets an equal share of the CPU
+    threads). Output rows follow the input file order. ``resume=True`` continues an interrupted run
+    with the same tokenizer (by content) and settings; ``overwrite=True`` replaces an earlier nst_hf
+    output once the new one is complete. ``OUTPUT.report.json`` lists every read not in the output
+    with its reason. This is an entry point: it keeps freed heap memory for the process
+    (:func:`nst_hf._allocator.keep_freed_memory`).
+    """
+    started = time.perf_counter()
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    output = Path(os.fsdecode(output))
+    files = [str(p) for p in find_signal_files(inputs)]
+    if not files:
+        raise ValueError(f"no FAST5/POD5/SLOW5/BLOW5 files found in {[printable_path(p) for p in inputs]}")
+    check_output_location(output, inputs, [Path(f) for f in files])
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from nst_hf.auto import load_tokenizer
+
+        tokenizer = load_tokenizer(str(tokenizer), **(load_kwargs or {}))
+    compressed = fmt == "jsonl" and output.name.endswith(".gz")
+    fingerprint = tokenizer.fingerprint()
+    settings = {"tokenizer": fingerprint, "token_type": token_type, "format": fmt, "compressed": compressed,
+                "return_ids": return_ids, "resample": resample}
+    paths = sidecars(output)
+    with OutputLock(output):
+        manifest = prepare_parts(output, paths["parts"], settings, resume, overwrite)
+        remove_leftovers(output, paths["parts"])
+        summary = PipelineSummary(files=len(files), output=str(output), tokenizer_fingerprint=fingerprint)
+        summary.non_utf8_paths = [printable_path(f) for f in files if printable_path(f) != f]
+        todo = _files_to_do(files, manifest, paths["parts"], summary)
+        record = _recorder(manifest, paths["parts"], summary, todo)
+        args = (fmt, token_type, on_error, return_ids, batch_samples, resample, compressed)
+        disable = None if progress is None else not progress  # None: shown on a terminal, quiet in pipes
+        keep_freed_memory()
+        if workers <= 1:
+            _tokenize_here(tokenizer, todo, paths["parts"], args, device, batch_windows, record, disable, started)
+        else:
+            _tokenize_in_workers(tokenizer, fingerprint, todo, paths["parts"], args, workers, device, batch_windows,
+                                 record, disable)
+        summary.seconds = time.perf_counter() - started
+        assemble([paths["parts"] / part_name(f) for f in files], output, fmt, paths["report"], summary)
+        retire(paths["parts"])
+    return summary
+
+
+def _files_to_do(files: list[str], manifest: dict, parts_dir: Path, summary: PipelineSummary) -> list[str]:
+    """The files without a finished part of the same input (counting the finished ones into ``summary``)."""
+    todo = []
+    for file in files:
+        done = manifest["parts"].get(part_name(file))
+        if done and done["input"] == input_stamp(file) and (parts_dir / part_name(file)).exists():
+            summary.files_resumed += 1
+            summary.add(done["result"])
+        else:
+            todo.append(file)
+    if summary.files_resumed:
+        logger.info("resuming: %d of %d files already done", summary.files_resumed, len(files))
+    return todo
+
+
+def _recorder(manifest: dict, parts_dir: Path, summary: PipelineSummary, todo: list[str]):
+    """A callback that records a finished part in the manifest (durably) and in ``summary``."""
+    stamps = {file: input_stamp(file) for file in todo}  # before reading: a file changed meanwhile is redone
+
+    def record(file: str, result: dict) -> None:
+        manifest["parts"][part_name(file)] = {"input": stamps[file], "result": result}
+        atomic_write_json(parts_dir / MANIFEST, manifest, indent=None)
+        summary.add(result)
+
+    return record
+
+
+def _tokenize_here(tokenizer, todo: list[str], parts_dir: Path, args: tuple, device, batch_windows, record,
+                   disable, started: float) -> None:
+    """Tokenize the files one after another in this process, with a reads progress bar."""
+    from tqdm.auto import tqdm
+
+    configure(tokenizer, device, batch_windows)
+    bar = tqdm(unit=" reads", desc="tokenizing", disable=disable)
+    seen = 0
+
+    def on_read(samples: int) -> None:
+        nonlocal seen
+        seen += samples
+        bar.update(1)
+        bar.set_postfix(samples_per_s=f"{seen / (time.perf_counter() - started):.3g}", refresh=False)
+
+    for file in todo:
+        record(file, tokenize_part(tokenizer, file, str(parts_dir / part_name(file)), *args, on_read=on_read))
+    bar.close()
+
+
+def _tokenize_in_workers(tokenizer, fingerprint: str, todo: list[str], parts_dir: Path, args: tuple, workers: int,
+                         device, batch_windows, record, disable) -> None:
+    """Tokenize the files in ``workers`` processes, with a files progress bar."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), unit=" files", desc="tokenizing", disable=disable)
+    run_pool(tokenizer, fingerprint, todo, lambda file: str(parts_dir / part_name(file)), args, workers, device,
+             batch_windows, record, bar)
+    bar.close()
