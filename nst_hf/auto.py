@@ -14,19 +14,18 @@ def load_tokenizer(name_or_path: str = "default", **kwargs):
     """
     from transformers import AutoTokenizer
 
-    import nst_hf
     from nst_hf.pretrained import resolve_builtin
-    from nst_hf.tokenizers.base import NstBaseTokenizer
+    from nst_hf.tokenizers import NstBaseTokenizer, NstKMeansTokenizer, NstRVQTokenizer, NstVQTokenizer
 
     path = Path(str(name_or_path))
     if path.is_file():
         if path.suffix in (".npy", ".npz"):
-            return nst_hf.NstKMeansTokenizer.from_upstream(path, **kwargs)
+            return NstKMeansTokenizer.from_upstream(path, **kwargs)
         from nst_hf.models.upstream import load_upstream_model
 
         kwargs = {k: v for k, v in kwargs.items() if k not in ("stride", "dimension", "trust_pickle")}
         model = load_upstream_model(path)
-        cls = nst_hf.NstRVQTokenizer if model.config.architecture == "rvq" else nst_hf.NstVQTokenizer
+        cls = NstRVQTokenizer if model.config.architecture == "rvq" else NstVQTokenizer
         return cls.from_upstream(path, model=model, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(resolve_builtin(str(name_or_path)), **kwargs)
     if not isinstance(tokenizer, NstBaseTokenizer):

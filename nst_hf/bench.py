@@ -34,11 +34,11 @@ def _timed(function: Callable[[], int], min_seconds: float) -> tuple[float, int,
 
 
 def _read_case(paths: list[str], min_seconds: float) -> dict:
-    import nst_hf
+    from nst_hf.io import open_reads
 
     def run() -> int:
         total = 0
-        with nst_hf.open_reads(paths, on_error="skip") as source:
+        with open_reads(paths, on_error="skip") as source:
             for record in source:
                 if record.has_calibration:
                     record.signal_pa
@@ -56,12 +56,12 @@ def _read_case(paths: list[str], min_seconds: float) -> dict:
 
 
 def _preprocess_case(paths: list[str], min_seconds: float, max_samples: int) -> dict:
-    import nst_hf
+    from nst_hf.io import open_reads
     from nst_hf import preprocessing as pp
 
     signals, rates = [], []
     total = 0
-    with nst_hf.open_reads(paths, on_error="skip") as source:
+    with open_reads(paths, on_error="skip") as source:
         for record in source:
             if not record.has_calibration or record.num_samples < 100:
                 continue
@@ -163,14 +163,14 @@ def _tokenize_case(spec: str, load_kwargs: dict, paths: list[str], min_seconds: 
                    token_type: str | None, max_samples: int, resample: bool = False) -> dict:
     import torch
 
-    import nst_hf
+    from nst_hf.io import open_reads
     from nst_hf.auto import load_tokenizer
 
     tok = load_tokenizer(spec, **load_kwargs)
     if device != "cpu" and hasattr(tok, "to"):
         tok.to(device)
     signals, rates, total = [], [], 0
-    with nst_hf.open_reads(paths, on_error="skip") as source:
+    with open_reads(paths, on_error="skip") as source:
         for record in source:
             if record.has_calibration:
                 signals.append(record.signal_pa)
@@ -187,7 +187,7 @@ def _tokenize_case(spec: str, load_kwargs: dict, paths: list[str], min_seconds: 
 
     def with_reading() -> int:
         count = 0
-        with nst_hf.open_reads(paths, on_error="skip") as source:
+        with open_reads(paths, on_error="skip") as source:
             for record, codes, _ in tok.iter_tokenized(source, token_type=token_type, on_error="skip",
                                                        resample=resample):
                 count += record.num_samples

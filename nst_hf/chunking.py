@@ -31,18 +31,23 @@ class Window:
 
 def num_frames(num_samples: int, downsample_rate: int) -> int:
     """Frames (tokens per level) of a read: ``ceil(num_samples / downsample_rate)``."""
+    if num_samples < 0 or downsample_rate < 1:
+        raise ValueError(f"num_samples must be >= 0 and downsample_rate >= 1, got {num_samples}, {downsample_rate}")
     return math.ceil(num_samples / downsample_rate)
 
 
 def min_margin(receptive_field: int, downsample_rate: int) -> int:
     """Smallest safe margin in frames: more than half the receptive field on each side."""
+    if receptive_field < 1 or downsample_rate < 1:
+        raise ValueError(f"receptive_field and downsample_rate must be >= 1, got {receptive_field}, {downsample_rate}")
     return math.ceil(receptive_field / downsample_rate) + 1
 
 
 def plan_windows(frames: int, core: int, margin: int) -> list[Window]:
     """Windows covering ``frames`` output frames of a read padded to ``frames + margin`` frames."""
-    if core < 1 or margin < 0:
-        raise ValueError(f"core must be >= 1 and margin >= 0, got core={core}, margin={margin}")
+    if core < 1 or margin < 0 or frames < 0:
+        raise ValueError(f"frames must be >= 0, core >= 1 and margin >= 0, got frames={frames}, core={core}, "
+                         f"margin={margin}")
     if frames == 0:
         return []
     padded = frames + margin

@@ -146,13 +146,13 @@ def _digest(record) -> str:
 
 def read_everything(path: str) -> dict:
     """What ``open_reads(path, on_error="skip")`` delivers: read id → signal digest, and the report."""
-    import nst_hf
+    from nst_hf.io import open_reads
 
     reads: dict[str, str] = {}
     skipped: list[tuple[str | None, str]] = []
     error = None
     try:
-        with nst_hf.open_reads(path, on_error="skip") as source:
+        with open_reads(path, on_error="skip") as source:
             for record in source:
                 reads[record.read_id] = _digest(record)
         skipped = [(s.read_id, s.reason) for s in source.skipped]

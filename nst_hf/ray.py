@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
-import nst_hf  # noqa: F401  (module-level import: importing torch lazily inside Ray workers is unreliable)
+import nst_hf.tokenizers  # noqa: F401  (torch and the classes at module level: importing torch lazily inside Ray workers is unreliable)
 from nst_hf.hf_datasets import tokenize_batch
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import multiprocessing
 import os
@@ -14,8 +15,7 @@ import pytest
 import torch
 
 from nst_hf.quantizers import fused
-from nst_hf.quantizers.nearest import (decide_exactly, fp32_score_error_factor, nearest_codes, nearest_codes_fused,
-                                       packed_codebook)
+from nst_hf.quantizers.nearest import NearestCodeSearch, decide_exactly, fp32_score_error_factor, nearest_codes
 
 
 def _exact_scores(x: np.ndarray, codebook: np.ndarray) -> np.ndarray:
@@ -127,16 +127,16 @@ def test_generic_kernel_gives_the_same_codes(tmp_path):
     script = (
         "import json, sys, numpy as np\n"
         "from nst_hf.quantizers import fused\n"
-        "from nst_hf.quantizers.nearest import nearest_codes_fused, packed_codebook\n"
+        "from nst_hf.quantizers.nearest import NearestCodeSearch\n"
         f"cb = np.load({str(tmp_path / 'codebook.npy')!r}); x = np.load({str(tmp_path / 'x.npy')!r})\n"
-        "codes = nearest_codes_fused(x, packed_codebook(cb), cb, threads=2)\n"
+        "codes = NearestCodeSearch(cb, 'fused')(x, threads=2)\n"
         "print(json.dumps({'kernel': fused.kernel_name(), 'codes': codes.tolist()}))\n"
     )
     env = {**os.environ, "NST_HF_FUSED_KERNEL": "generic"}
     result = json.loads(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                                        check=True).stdout)
     assert result["kernel"] == "generic"
-    np.testing.assert_array_equal(result["codes"], nearest_codes_fused(x, packed_codebook(codebook), codebook))
+    np.testing.assert_array_equal(result["codes"], NearestCodeSearch(codebook, "fused")(x))
     np.testing.assert_array_equal(result["codes"], decide_exactly(x, codebook))
 
 
@@ -149,23 +149,32 @@ def test_non_finite_vectors_are_refused():
             nearest_codes(x, codebook, method=method)
 
 
-def test_changed_codebook_is_never_searched_stale():
-    """The packed-layout cache is keyed by memory address; an in-place change must still be seen."""
+def test_a_search_owns_its_codebook_and_the_model_sees_every_change(vq1):
+    """A NearestCodeSearch keeps a snapshot (a later edit of the source cannot make it stale or wrong), and the
+    model rebuilds its searches when its codebooks change in place."""
     codebook = torch.randn(100, 8)
     x = torch.randn(50, 8)
-    before = nearest_codes(x, codebook, method="fused")
+    search = NearestCodeSearch(codebook, "fused")
+    before = search(x)
     codebook[before[0]] += 100.0  # the first vector's code moves far away
-    after = nearest_codes(x, codebook, method="fused")
-    np.testing.assert_array_equal(after.numpy(), decide_exactly(x.numpy(), codebook.numpy()))
-    assert after[0] != before[0]
-    assert packed_codebook(codebook.numpy()).norms[before[0]] > 100.0
+    np.testing.assert_array_equal(search(x).numpy(), before.numpy())  # the snapshot is unchanged
+    fresh = NearestCodeSearch(codebook, "fused")(x)
+    np.testing.assert_array_equal(fresh.numpy(), decide_exactly(x.numpy(), codebook.numpy()))
+    assert fresh[0] != before[0]
+
+    model = copy.deepcopy(vq1.model)
+    latent = model.codebooks[0][:5].clone() + 1e-3
+    first = model.quantize(latent)[:, 0]
+    with torch.no_grad():
+        model.codebooks[0, first[0]] += 100.0
+    assert model.quantize(latent)[0, 0] != first[0]
 
 
 def _search_in_child(queue):
     rng = np.random.default_rng(2)
     codebook = rng.standard_normal((256, 16)).astype(np.float32)
     x = rng.standard_normal((1000, 16)).astype(np.float32)
-    queue.put(nearest_codes_fused(x, packed_codebook(codebook), codebook, threads=2).tolist())
+    queue.put(NearestCodeSearch(codebook, "fused")(x, threads=2).tolist())
 
 
 def test_thread_pool_survives_fork():
@@ -173,7 +182,7 @@ def test_thread_pool_survives_fork():
     rng = np.random.default_rng(2)
     codebook = rng.standard_normal((256, 16)).astype(np.float32)
     x = rng.standard_normal((1000, 16)).astype(np.float32)
-    expected = nearest_codes_fused(x, packed_codebook(codebook), codebook, threads=2)  # pool started here
+    expected = NearestCodeSearch(codebook, "fused")(x, threads=2)  # pool started here
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_search_in_child, args=(queue,))
@@ -185,12 +194,10 @@ def test_thread_pool_survives_fork():
 
 
 def test_kmeans_fused_faiss_and_torch_agree(kmeans, demo_reads):
-    from nst_hf.tokenizers.kmeans import nearest_centroids
-
     windows = np.ascontiguousarray(np.concatenate([kmeans.windows(kmeans.preprocess_signal(r.signal_pa))
                                                    for r in demo_reads[:4]]))
-    by_fused = nearest_centroids(windows, kmeans.centroids, method="fused")
-    np.testing.assert_array_equal(by_fused, nearest_centroids(windows, kmeans.centroids, method="faiss"))
+    by_fused = NearestCodeSearch(kmeans.centroids, "fused")(windows)
+    np.testing.assert_array_equal(by_fused, NearestCodeSearch(kmeans.centroids, "faiss")(windows))
     np.testing.assert_array_equal(
         by_fused, nearest_codes(torch.from_numpy(windows), torch.from_numpy(kmeans.centroids), method="torch").numpy())
     rows = np.linspace(0, len(windows) - 1, 40).astype(int)

@@ -27,7 +27,7 @@ def convert(source, output, kind: str = "auto", sampling_rate=None, stride=None,
     """Load ``source`` with the right class and ``save_pretrained`` it to ``output``; return the tokenizer."""
     from pathlib import Path
 
-    import nst_hf
+    from nst_hf.tokenizers import NstKMeansTokenizer, NstRVQTokenizer, NstVQTokenizer
     from nst_hf.auto import load_tokenizer
 
     source = Path(source)
@@ -37,10 +37,10 @@ def convert(source, output, kind: str = "auto", sampling_rate=None, stride=None,
         tok = load_tokenizer(source, sampling_rate=sampling_rate, stride=stride, dimension=dimension,
                              trust_pickle=trust_pickle)
     elif kind == "kmeans":
-        tok = nst_hf.NstKMeansTokenizer.from_upstream(source, dimension=dimension, stride=stride,
+        tok = NstKMeansTokenizer.from_upstream(source, dimension=dimension, stride=stride,
                                                       trust_pickle=trust_pickle, sampling_rate=sampling_rate)
     else:
-        cls = nst_hf.NstRVQTokenizer if kind == "rvq" else nst_hf.NstVQTokenizer
+        cls = NstRVQTokenizer if kind == "rvq" else NstVQTokenizer
         tok = cls.from_upstream(source, sampling_rate=sampling_rate)
     tok.save_pretrained(output)
     return tok

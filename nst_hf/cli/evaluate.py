@@ -22,14 +22,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import nst_hf
+    from nst_hf.io import open_reads
     from nst_hf.auto import load_tokenizer
     from nst_hf.evaluate import evaluate_tokenizer, plot_read
 
     tok = load_tokenizer(args.tokenizer, **({"stride": args.stride} if args.stride else {}))
     report = evaluate_tokenizer(tok, args.inputs, args.token_type, args.max_reads, args.resample)
     if args.plot:
-        with nst_hf.open_reads(args.inputs) as source:
+        with open_reads(args.inputs) as source:
             plot_read(tok, next(iter(source)), args.plot, token_type=args.token_type)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -21,12 +21,12 @@ def summarize_files(inputs) -> list[dict]:
     """Per-file summary: reads, samples, sampling rates, length statistics and skipped reads."""
     import numpy as np
 
-    import nst_hf
+    from nst_hf.io import open_reads
     from nst_hf.io import find_signal_files
 
     summaries = []
     for path in find_signal_files(inputs):
-        with nst_hf.open_reads(path, on_error="skip") as source:
+        with open_reads(path, on_error="skip") as source:
             reads = [{"read_id": r.read_id, "samples": r.num_samples, "sampling_rate": r.sampling_rate,
                       "calibrated": r.has_calibration, "channel": r.channel, "end_reason": r.end_reason}
                      for r in source]

@@ -71,12 +71,12 @@ def run_kmeans(args) -> int:
 
 
 def run_vq(args) -> int:
-    import nst_hf
+    from nst_hf.io import open_reads
     from nst_hf.training import VQTrainingConfig, train_vq
 
     held_out = []
     if args.hold_out:
-        with nst_hf.open_reads(args.hold_out) as source:
+        with open_reads(args.hold_out) as source:
             held_out = [r.read_id for r in source]
     architecture = args.architecture or f"vq_cnn{args.cnn_type}"
     config = VQTrainingConfig(inputs=args.inputs, output_dir=args.output, architecture=architecture,

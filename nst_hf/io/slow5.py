@@ -144,6 +144,38 @@ def _rows(opened) -> Iterator[tuple[dict, list[str] | None, dict]]:
         handle.close()
 
 
+def _one_pass(path: str, pyslow5, layout: Slow5Layout, pending: list[RecordSpan], whole_file: bool, probe: bool,
+              read_ids: set[str] | None):
+    """Read ``pending`` records with pyslow5 until it stops; yield each read (or its error) and return
+    ``(records delivered, why it stopped)``."""
+    delivered, failure = 0, "pyslow5 stopped reading the file before this record"
+    with _readable_copy(layout, pending, whole_file) as readable:
+        crash = _PROBER.probe(readable) if probe else None
+        if crash:
+            raise CorruptFileError(f"{path}: {crash}; skipped")
+        try:
+            opened = _open(pyslow5, readable)
+        except Exception as exc:
+            raise CorruptFileError(f"{path}: pyslow5 cannot open it ({type(exc).__name__}: {exc})") from exc
+        try:
+            for row, labels, run_ids in _rows(opened):
+                expected = pending[min(delivered, len(pending) - 1)]
+                delivered += 1
+                if not isinstance(row, dict) or "read_id" not in row:
+                    yield _bad_read(path, expected, f"pyslow5 returned {type(row).__name__}")
+                    continue
+                read_id = as_str(row["read_id"])
+                if read_ids is not None and read_id not in read_ids:
+                    continue
+                try:
+                    yield _record(row, path, labels, run_ids)
+                except Exception as exc:
+                    yield InvalidReadError(f"{path}: read {read_id} is unreadable ({exc})", path=path, read_id=read_id)
+        except Exception as exc:  # pyslow5 raises several kinds; each one ends its iteration
+            failure = f"pyslow5 failed on it ({type(exc).__name__}: {exc})"
+    return delivered, failure
+
+
 def iter_slow5(path: str | Path, read_ids: set[str] | None = None) -> Iterator[SignalRecord | InvalidReadError]:
     """Yield each read of a SLOW5/BLOW5 file as a record, or as an :class:`InvalidReadError`.
 
@@ -163,32 +195,7 @@ def iter_slow5(path: str | Path, read_ids: set[str] | None = None) -> Iterator[S
             yield _bad_read(path, record, problem)
     pending, whole_file, restarts, empty_passes = layout.records, layout.intact, 0, 0
     while pending:
-        delivered, failure = 0, "pyslow5 stopped reading the file before this record"
-        with _readable_copy(layout, pending, whole_file) as readable:
-            crash = _PROBER.probe(readable) if restarts == 0 else None
-            if crash:
-                raise CorruptFileError(f"{path}: {crash}; skipped")
-            try:
-                opened = _open(pyslow5, readable)
-            except Exception as exc:
-                raise CorruptFileError(f"{path}: pyslow5 cannot open it ({type(exc).__name__}: {exc})") from exc
-            try:
-                for row, labels, run_ids in _rows(opened):
-                    expected = pending[min(delivered, len(pending) - 1)]
-                    delivered += 1
-                    if not isinstance(row, dict) or "read_id" not in row:
-                        yield _bad_read(path, expected, f"pyslow5 returned {type(row).__name__}")
-                        continue
-                    read_id = as_str(row["read_id"])
-                    if read_ids is not None and read_id not in read_ids:
-                        continue
-                    try:
-                        yield _record(row, path, labels, run_ids)
-                    except Exception as exc:
-                        yield InvalidReadError(f"{path}: read {read_id} is unreadable ({exc})",
-                                               path=path, read_id=read_id)
-            except Exception as exc:  # pyslow5 raises several kinds; each one ends its iteration
-                failure = f"pyslow5 failed on it ({type(exc).__name__}: {exc})"
+        delivered, failure = yield from _one_pass(path, pyslow5, layout, pending, whole_file, restarts == 0, read_ids)
         if delivered >= len(pending):
             break
         failed, pending, whole_file = pending[delivered], pending[delivered + 1:], False

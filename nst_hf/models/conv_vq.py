@@ -179,18 +179,35 @@ class NstConvVQModel(nn.Module):
 
     def quantize(self, latent: torch.Tensor, num_levels: int | None = None) -> torch.Tensor:
         """``[N, D]`` latent vectors → ``[N, levels]`` codes (nearest codebook vector, residual per level)."""
-        from nst_hf.quantizers.nearest import nearest_codes
-
         levels = num_levels or self.config.num_quantizers
+        searches = self.code_searches()
         residual = latent
         codes = []
         for level in range(levels):
             codebook = self.codebooks[level]
-            index = nearest_codes(residual, codebook)
+            index = searches[level](residual)
             codes.append(index)
             if level + 1 < levels:
                 residual = residual - codebook[index]
         return torch.stack(codes, dim=1)
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        state.pop("_code_searches", None)  # rebuilt where it is used; keeps pickles (and their hashes) stable
+        return state
+
+    def code_searches(self) -> list:
+        """One :class:`~nst_hf.quantizers.nearest.NearestCodeSearch` per level, rebuilt whenever the
+        codebooks change (loading, training, an in-place edit, a move to another device)."""
+        from nst_hf.quantizers.nearest import NearestCodeSearch
+
+        codebooks = self.codebooks
+        key = (codebooks.device, codebooks.data_ptr(), codebooks._version)
+        cached = self.__dict__.get("_code_searches")
+        if cached is None or cached[0] != key:
+            cached = (key, [NearestCodeSearch(codebook) for codebook in codebooks.detach()])
+            self.__dict__["_code_searches"] = cached
+        return cached[1]
 
     def codes_to_latent(self, codes: torch.Tensor) -> torch.Tensor:
         """``[N, levels]`` codes → ``[N, D]`` sum of the chosen codebook vectors."""

@@ -1,4 +1,5 @@
-"""Load checkpoints of the earlier ``nanopore_signal_tokenizer`` tool without pickle code execution.
+"""The converters for the earlier ``nanopore_signal_tokenizer`` tool's files, read without code execution:
+VQ/RVQ checkpoints (:func:`load_upstream_model`) and K-Means centroids (:func:`load_upstream_centroids`).
 
 VQ files are ``torch.save`` dicts with ``model_state_dict`` and ``cnn_type``; RVQ files are bare state
 dicts whose encoder keys are ``encoder.<i>.*`` or ``encoder.net.<i>.*``. Everything is read with
@@ -9,6 +10,7 @@ VQ training checkpoints carry a NumPy RNG state.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -104,3 +106,45 @@ def load_upstream_model(path: str | Path) -> NstConvVQModel:
         raise CheckpointError(f"{path}: weights do not fit architecture {config.architecture}: "
                               f"{' '.join(str(exc).split())}") from exc
     return model.eval()
+
+
+def load_upstream_centroids(path: str | os.PathLike, dimension: int | None = None, stride: int | None = None,
+                            trust_pickle: bool = False) -> tuple[np.ndarray, int, int]:
+    """Read upstream centroids: ``.npy`` array (stride must be given), pickled-dict ``.npy``, or ``.npz``.
+
+    A pickled dict can execute code when loaded, so it is read only with ``trust_pickle=True``.
+    """
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            centroids = data["centroids"]
+            dimension = int(data["dim"]) if "dim" in data else dimension
+            stride = int(data["stride"]) if "stride" in data else stride
+    else:
+        try:
+            centroids = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            if not trust_pickle:
+                raise CheckpointError(
+                    f"{path} is a pickled object (e.g. a {{centroids, dimension, stride}} dict); unpickling can run "
+                    "arbitrary code, so it is refused. If you trust the file, pass trust_pickle=True "
+                    "(CLI: --trust-pickle)."
+                ) from exc
+            loaded = np.load(path, allow_pickle=True)  # explicit opt-in above
+            item = loaded.item() if loaded.size == 1 else None
+            if not isinstance(item, dict) or "centroids" not in item:
+                raise CheckpointError(f"{path}: pickled object is not a dict with 'centroids'") from exc
+            centroids = np.asarray(item["centroids"])
+            dimension = int(item.get("dimension", item.get("dim", dimension or 0))) or dimension
+            stride = int(item["stride"]) if "stride" in item else stride
+    if not np.issubdtype(np.asarray(centroids).dtype, np.number):
+        raise CheckpointError(f"{path}: centroids must be a numeric array, got dtype {np.asarray(centroids).dtype}")
+    centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+    if centroids.ndim != 2:
+        raise CheckpointError(f"{path}: centroids must be a [K, dimension] array, got shape {centroids.shape}")
+    dimension = dimension or centroids.shape[1]
+    if dimension != centroids.shape[1]:
+        raise CheckpointError(f"{path}: dimension {dimension} does not match centroids of width {centroids.shape[1]}")
+    if stride is None:
+        raise CheckpointError(f"{path} stores no stride; pass stride= (the earlier tool's centroids.npy used stride 8)")
+    return centroids, int(dimension), int(stride)

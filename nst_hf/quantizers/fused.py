@@ -57,8 +57,10 @@ def score_error_terms(dim: int) -> int:
 class PackedCodebook:
     """A codebook laid out for the kernel: ``[K/16, D, 16]`` float32 plus ``|c|²`` (+inf for padding).
 
-    Args:
-        codebook: ``[K, D]`` array of code vectors.
+    Parameters
+    ----------
+    codebook : numpy.ndarray
+        ``[K, D]`` code vectors.
     """
 
     def __init__(self, codebook: np.ndarray):
@@ -80,11 +82,11 @@ def best_two(x: np.ndarray, codebook: PackedCodebook, threads: int = 1) -> tuple
     """Per row of ``x`` ``[N, D]``: smallest score ``|c|² − 2x·c``, its (lowest) code, and the runner-up score.
 
     Scores are fp32 and their rounding differs from any other evaluation; callers must prove winners
-    (see :func:`nst_hf.quantizers.nearest.nearest_codes`). ``threads`` splits the rows among threads.
+    (see :class:`nst_hf.quantizers.nearest.NearestCodeSearch`). ``threads`` splits the rows among threads.
     """
     if _fused_search is None:
         raise RuntimeError("the fused search kernel is not built; reinstall nst_hf with a C compiler "
-                           "or use nst_hf.quantizers.nearest.nearest_codes, which falls back to torch")
+                           "or use nst_hf.quantizers.nearest.NearestCodeSearch, which falls back to torch")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != codebook.dim:
         raise ValueError(f"vectors must be [N, {codebook.dim}], got shape {x.shape}")

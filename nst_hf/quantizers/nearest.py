@@ -1,8 +1,9 @@
-"""Exact nearest-codebook-vector search (squared L2, ties to the lower index).
+"""Exact nearest-codebook-vector search (squared L2, ties to the lower index): :class:`NearestCodeSearch`,
+used by the VQ codebook, every RVQ level and the K-Means centroids.
 
-Scores are fp32 ``|c|² − 2 x·c`` (``|x|²`` does not change the winner), from one of two paths: on CPU
-the fused C kernel of :mod:`nst_hf.quantizers.fused` when it is built, otherwise (and on GPUs) one
-matrix product per block of rows followed by a two-level minimum. fp32 rounding depends on the
+Scores are fp32 ``|c|² − 2 x·c`` (``|x|²`` does not change the winner), from one of three backends: on
+CPU the fused C kernel of :mod:`nst_hf.quantizers.fused` when it is built, otherwise (and on GPUs) one
+matrix product per block of rows followed by a two-level minimum, or a faiss ``IndexFlatL2``. fp32 rounding depends on the
 evaluation order (kernel, blocking, batch), so on its own the winner of a near-tie could depend on
 which other vectors share the batch. So every vector whose runner-up lies within a bound on the fp32
 error of the winner is decided again by float64 distances to its candidate codes, each summed in one
@@ -11,8 +12,6 @@ the batch; two codes closer than float64 rounding (~1e-13 relative) go to the lo
 """
 
 from __future__ import annotations
-
-from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -97,28 +96,6 @@ def decide_exactly(vectors: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     return decide_among(vectors, codebook, rows, codes)
 
 
-def best_two(scores: torch.Tensor, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per row: the smallest score, its (lowest) index, and the second-smallest score.
-
-    Two-level reduction (minimum per chunk of ``chunk`` codes, then inside the winning chunk) because
-    ``amin`` is vectorised while ``min``/``argmin`` over a long row are several times slower.
-    """
-    rows, codes = scores.shape
-    pad = (-codes) % chunk
-    padded = torch.nn.functional.pad(scores, (0, pad), value=float("inf")) if pad else scores
-    grouped = padded.view(rows, -1, chunk)
-    chunk_min = grouped.amin(dim=2)
-    best_chunk = chunk_min.argmin(dim=1)
-    row = torch.arange(rows, device=scores.device)
-    inside = grouped[row, best_chunk]
-    offset = inside.argmin(dim=1)
-    values = inside[row, offset]
-    inside[row, offset] = float("inf")
-    chunk_min[row, best_chunk] = float("inf")
-    runner_up = torch.minimum(inside.amin(dim=1), chunk_min.amin(dim=1))
-    return values, best_chunk * chunk + offset, runner_up
-
-
 def resolve_near_ties(vectors: np.ndarray, codebook: np.ndarray, rows: np.ndarray, block_rows: int = 64) -> np.ndarray:
     """Exact winners for ``vectors[rows]``: fp32 scores find every code within the error bound, float64 decides.
 
@@ -140,64 +117,11 @@ def resolve_near_ties(vectors: np.ndarray, codebook: np.ndarray, rows: np.ndarra
     return decide_among(vectors, codebook, np.concatenate(pair_rows), np.concatenate(pair_codes))
 
 
-_PACKED_CACHE: OrderedDict[tuple, tuple[np.ndarray, fused.PackedCodebook]] = OrderedDict()
-
-
-def packed_codebook(codebook: np.ndarray) -> fused.PackedCodebook:
-    """The kernel layout of an fp32 codebook, cached for the last few codebooks.
-
-    A cached entry is used only if its stored copy still equals ``codebook`` (memory can be reused by a
-    different tensor), so a stale layout can never be searched.
-    """
-    key = (codebook.__array_interface__["data"][0], codebook.shape)
-    entry = _PACKED_CACHE.get(key)
-    if entry is not None and np.array_equal(entry[0], codebook):
-        _PACKED_CACHE.move_to_end(key)
-        return entry[1]
-    packed = fused.PackedCodebook(codebook)
-    _PACKED_CACHE[key] = (codebook.copy(), packed)
-    while len(_PACKED_CACHE) > 16:
-        _PACKED_CACHE.popitem(last=False)
-    return packed
-
-
 def _check_finite(best_scores) -> None:
     """A NaN/inf vector gives a non-finite best score; refuse it rather than return an arbitrary code."""
     finite = np.isfinite(best_scores).all() if isinstance(best_scores, np.ndarray) else bool(torch.isfinite(best_scores).all())
     if not finite:
         raise ValueError("vectors to quantize contain NaN or inf; the encoder input must be finite")
-
-
-def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, block_rows: int = BLOCK_ROWS,
-                  method: str = "auto") -> torch.Tensor:
-    """Index of the nearest row of ``codebook`` ``[K, D]`` for each row of ``x`` ``[N, D]`` (int64 ``[N]``).
-
-    ``method``: ``"auto"`` (the fused kernel for fp32 CPU tensors when built, else torch), ``"fused"``
-    or ``"torch"``. Every method returns the same codes.
-    """
-    if method not in ("auto", "fused", "torch"):
-        raise ValueError(f"method must be 'auto', 'fused' or 'torch', got {method!r}")
-    x = x.to(codebook.dtype)
-    use_fused = (x.device.type == "cpu" and codebook.dtype == torch.float32 and fused.available()
-                 if method == "auto" else method == "fused")
-    if x.shape[0] == 0:
-        return torch.empty(0, dtype=torch.long, device=x.device)
-    if use_fused:
-        if x.device.type != "cpu" or codebook.dtype != torch.float32:
-            raise ValueError("method='fused' needs fp32 CPU tensors; use method='auto' elsewhere")
-        codebook_np = codebook.detach().contiguous().numpy()
-        return torch.from_numpy(nearest_codes_fused(x.detach().contiguous().numpy(), packed_codebook(codebook_np),
-                                                    codebook_np))
-    return _nearest_codes_torch(x, codebook, block_rows)
-
-
-def nearest_codes_fused(x: np.ndarray, packed: fused.PackedCodebook, codebook: np.ndarray,
-                        threads: int | None = None) -> np.ndarray:
-    """Exact nearest codes of fp32 ``x`` ``[N, D]`` with the fused kernel (``threads``: torch's count by default)."""
-    best, index, second = fused.best_two(x, packed, threads or torch.get_num_threads())
-    x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
-    return prove_winners(x, codebook, index, best + x_sq, second + x_sq, x_sq,
-                         score_terms=fused.score_error_terms(packed.dim))
 
 
 def prove_winners(vectors: np.ndarray, codebook: np.ndarray, index: np.ndarray, best_distance: np.ndarray,
@@ -218,30 +142,156 @@ def prove_winners(vectors: np.ndarray, codebook: np.ndarray, index: np.ndarray, 
     return index
 
 
-def _nearest_codes_torch(x: torch.Tensor, codebook: torch.Tensor, block_rows: int) -> torch.Tensor:
-    out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
-    codebook_sq = (codebook * codebook).sum(dim=1)
-    codebook_t = codebook.T.contiguous()
-    dim = codebook.shape[1]
-    pair_rows, pair_codes = [], []
-    for start in range(0, x.shape[0], block_rows):
-        block = x[start:start + block_rows]
-        scores = torch.addmm(codebook_sq, block, codebook_t, alpha=-2.0)
-        values, index, runner_up = best_two(scores)
-        _check_finite(values)
-        out[start:start + block.shape[0]] = index
-        x_sq = (block * block).sum(dim=1)
-        limit = values + fp32_distance_error_bound(x_sq.sqrt(), values + x_sq, dim)
-        close = runner_up <= limit
-        if bool(close.any()):
-            # every code within the error bound of the fp32 winner may be the true winner
-            rows = close.nonzero(as_tuple=True)[0]
-            candidates = (scores[rows] <= limit[rows, None]).nonzero()  # the winner is among them
-            pair_rows += [rows[candidates[:, 0]] + start, rows + start]
-            pair_codes += [candidates[:, 1], index[rows]]
-    if pair_rows:
-        rows = torch.cat(pair_rows).cpu().numpy()
-        codes = torch.cat(pair_codes).cpu().numpy()
-        winners = decide_among(x.cpu().numpy(), codebook.cpu().numpy(), rows, codes)
-        out[torch.from_numpy(np.unique(rows)).to(out.device)] = torch.from_numpy(winners).to(out.device)
-    return out
+def smallest_two(scores: torch.Tensor, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row: the smallest score, its (lowest) index, and the second-smallest score.
+
+    Two-level reduction (minimum per chunk of ``chunk`` codes, then inside the winning chunk) because
+    ``amin`` is vectorised while ``min``/``argmin`` over a long row are several times slower.
+    """
+    rows, codes = scores.shape
+    pad = (-codes) % chunk
+    padded = torch.nn.functional.pad(scores, (0, pad), value=float("inf")) if pad else scores
+    grouped = padded.view(rows, -1, chunk)
+    chunk_min = grouped.amin(dim=2)
+    best_chunk = chunk_min.argmin(dim=1)
+    row = torch.arange(rows, device=scores.device)
+    inside = grouped[row, best_chunk]
+    offset = inside.argmin(dim=1)
+    values = inside[row, offset]
+    inside[row, offset] = float("inf")
+    chunk_min[row, best_chunk] = float("inf")
+    runner_up = torch.minimum(inside.amin(dim=1), chunk_min.amin(dim=1))
+    return values, best_chunk * chunk + offset, runner_up
+
+
+class NearestCodeSearch:
+    """Exact nearest code of one fixed codebook ``[K, D]``, whatever the backend or the batch.
+
+    The search owns a snapshot of the codebook and what its backend needs (the fused kernel's packed
+    layout, a faiss index, the torch tensors on their device), built on first use and never pickled:
+    a copy sent to a worker process rebuilds them there. Each backend finds an fp32 winner and
+    runner-up per vector; :func:`prove_winners` then decides every near-tie in float64, so all backends
+    return the same codes.
+
+    Parameters
+    ----------
+    codebook : numpy.ndarray or torch.Tensor
+        ``[K, D]`` code vectors; a tensor's device is where the torch backend runs.
+    backend : str
+        ``"auto"`` (the fused kernel for CPU vectors when it is built, else ``fallback``), ``"fused"``,
+        ``"torch"`` or ``"faiss"``.
+    fallback : str
+        What ``"auto"`` uses where the fused kernel cannot run: ``"torch"`` or ``"faiss"`` (CPU only;
+        GPU tensors always go to torch).
+    block_rows : int
+        Rows per matrix-product block of the torch backend (keeps the ``[rows, K]`` scores cache-sized).
+    """
+
+    BACKENDS = ("auto", "fused", "torch", "faiss")
+
+    def __init__(self, codebook, backend: str = "auto", block_rows: int = BLOCK_ROWS, fallback: str = "torch"):
+        if backend not in self.BACKENDS:
+            raise ValueError(f"backend must be one of {self.BACKENDS}, got {backend!r}")
+        if fallback not in ("torch", "faiss"):
+            raise ValueError(f"fallback must be 'torch' or 'faiss', got {fallback!r}")
+        self.fallback = fallback
+        if isinstance(codebook, torch.Tensor):
+            self._tensor = codebook.detach().clone()
+            self.codebook = self._tensor.cpu().numpy()
+        else:
+            self.codebook = np.array(codebook, copy=True)
+            self._tensor = torch.from_numpy(self.codebook)
+        if self.codebook.ndim != 2 or 0 in self.codebook.shape:
+            raise ValueError(f"codebook must be a non-empty [K, D] array, got shape {self.codebook.shape}")
+        self.backend = backend
+        self.block_rows = int(block_rows)
+        self._packed = self._faiss = self._torch_parts = None
+
+    def __reduce__(self):
+        return (type(self), (self.codebook, self.backend, self.block_rows, self.fallback))
+
+    @property
+    def num_codes(self) -> int:
+        return self.codebook.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.codebook.shape[1]
+
+    def backend_for(self, vectors) -> str:
+        """The backend that searches ``vectors`` (``"auto"`` resolved)."""
+        if self.backend != "auto":
+            return self.backend
+        on_cpu = not isinstance(vectors, torch.Tensor) or vectors.device.type == "cpu"
+        if not on_cpu:
+            return "torch"
+        return "fused" if self.codebook.dtype == np.float32 and fused.available() else self.fallback
+
+    def __call__(self, vectors, threads: int | None = None):
+        """Codes (int64 ``[N]``) of ``vectors`` ``[N, D]``: a tensor on the vectors' device for a tensor,
+        else a NumPy array. ``threads``: the fused kernel's thread count (torch's by default)."""
+        as_tensor = isinstance(vectors, torch.Tensor)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"vectors must be [N, {self.dim}], got shape {tuple(vectors.shape)}")
+        backend = self.backend_for(vectors)
+        if vectors.shape[0] == 0:
+            codes = np.zeros(0, dtype=np.int64)
+        elif backend == "torch":
+            device_codes = self._search_torch(vectors if as_tensor else torch.from_numpy(np.asarray(vectors)))
+            return device_codes if as_tensor else device_codes.cpu().numpy()
+        else:
+            x = vectors.detach().cpu().numpy() if as_tensor else vectors
+            x = np.ascontiguousarray(x, dtype=self.codebook.dtype)
+            codes = self._search_fused(x, threads) if backend == "fused" else self._search_faiss(x)
+        return torch.from_numpy(codes).to(vectors.device) if as_tensor else codes
+
+    def _search_fused(self, x: np.ndarray, threads: int | None) -> np.ndarray:
+        if self.codebook.dtype != np.float32:
+            raise ValueError("backend='fused' needs an fp32 codebook; use backend='auto' elsewhere")
+        if self._packed is None:
+            self._packed = fused.PackedCodebook(self.codebook)
+        best, index, second = fused.best_two(x, self._packed, threads or torch.get_num_threads())
+        x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
+        return prove_winners(x, self.codebook, index, best + x_sq, second + x_sq, x_sq,
+                             score_terms=fused.score_error_terms(self.dim))
+
+    def _search_faiss(self, x: np.ndarray) -> np.ndarray:
+        import faiss
+
+        if self._faiss is None:
+            self._faiss = faiss.IndexFlatL2(self.dim)
+            self._faiss.add(np.ascontiguousarray(self.codebook, dtype=np.float32))
+        k = min(2, self.num_codes)
+        distances, labels = self._faiss.search(np.ascontiguousarray(x, dtype=np.float32), k)
+        index = labels[:, 0].astype(np.int64)
+        if k == 1:
+            _check_finite(distances[:, 0])
+            return index
+        return prove_winners(x, self.codebook, index, distances[:, 0], distances[:, 1],
+                             np.einsum("ij,ij->i", x, x).astype(np.float64))
+
+    def _search_torch(self, x: torch.Tensor) -> torch.Tensor:
+        if self._torch_parts is None or self._torch_parts[0].device != x.device:
+            codebook = self._tensor.to(x.device)
+            self._torch_parts = (codebook, (codebook * codebook).sum(dim=1), codebook.T.contiguous())
+        codebook, codebook_sq, codebook_t = self._torch_parts
+        x = x.to(codebook.dtype)
+        best, index, second = [], [], []
+        for start in range(0, x.shape[0], self.block_rows):
+            block = x[start:start + self.block_rows]
+            values, winners, runner_up = smallest_two(torch.addmm(codebook_sq, block, codebook_t, alpha=-2.0))
+            best.append(values)
+            index.append(winners)
+            second.append(runner_up)
+        x_np = x.cpu().numpy()
+        x_sq = np.einsum("ij,ij->i", x_np.astype(np.float64), x_np.astype(np.float64))
+        codes = prove_winners(x_np, self.codebook, torch.cat(index).cpu().numpy(),
+                              torch.cat(best).cpu().numpy().astype(np.float64) + x_sq,
+                              torch.cat(second).cpu().numpy().astype(np.float64) + x_sq, x_sq)
+        return torch.from_numpy(codes).to(x.device)
+
+
+def nearest_codes(x, codebook, block_rows: int = BLOCK_ROWS, method: str = "auto"):
+    """One-off search: ``NearestCodeSearch(codebook, method, block_rows)(x)``. Keep a
+    :class:`NearestCodeSearch` instead when the same codebook is searched again."""
+    return NearestCodeSearch(codebook, method, block_rows)(x)

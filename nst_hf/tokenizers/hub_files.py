@@ -42,7 +42,8 @@ def write_tokenizers_json(tokenizer, save_directory) -> str:
     fast = Tokenizer(models.WordLevel(vocab=vocab, unk_token=tokenizer.unk_token))
     fast.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(TOKEN_PATTERN), behavior="isolated"),
-        pre_tokenizers.Split(Regex(r"\s+"), behavior="removed"),
+        # each gap between tokens, trimmed, is one piece (one unk), as in NstBaseTokenizer._tokenize
+        pre_tokenizers.Split(Regex(r"\A\s+|\s+\z"), behavior="removed"),
     ])
     fast.decoder = decoders.Fuse()
     fast.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokenizer.all_special_tokens])

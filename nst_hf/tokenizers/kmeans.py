@@ -12,8 +12,7 @@ import numpy as np
 from nst_hf.errors import CheckpointError
 from nst_hf.output import atomic_path, atomic_write_json
 from nst_hf.preprocessing import PreprocessingConfig
-from nst_hf.quantizers import fused
-from nst_hf.quantizers.nearest import nearest_codes_fused, packed_codebook, prove_winners
+from nst_hf.quantizers.nearest import NearestCodeSearch
 from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
 
 logger = logging.getLogger(__name__)
@@ -23,48 +22,6 @@ KMEANS_CONFIG_FILE = "bwav_kmeans_config.json"
 #: Wider windows or longer strides, or more centroids, are a damaged config, not a real tokenizer.
 MAX_DIMENSION = 4096
 MAX_CENTROIDS = 1 << 20
-
-
-def load_upstream_centroids(path: str | os.PathLike, dimension: int | None = None, stride: int | None = None,
-                            trust_pickle: bool = False) -> tuple[np.ndarray, int, int]:
-    """Read upstream centroids: ``.npy`` array (stride must be given), pickled-dict ``.npy``, or ``.npz``.
-
-    A pickled dict can execute code when loaded, so it is read only with ``trust_pickle=True``.
-    """
-    path = Path(path)
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            centroids = data["centroids"]
-            dimension = int(data["dim"]) if "dim" in data else dimension
-            stride = int(data["stride"]) if "stride" in data else stride
-    else:
-        try:
-            centroids = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            if not trust_pickle:
-                raise CheckpointError(
-                    f"{path} is a pickled object (e.g. a {{centroids, dimension, stride}} dict); unpickling can run "
-                    "arbitrary code, so it is refused. If you trust the file, pass trust_pickle=True "
-                    "(CLI: --trust-pickle)."
-                ) from exc
-            loaded = np.load(path, allow_pickle=True)  # explicit opt-in above
-            item = loaded.item() if loaded.size == 1 else None
-            if not isinstance(item, dict) or "centroids" not in item:
-                raise CheckpointError(f"{path}: pickled object is not a dict with 'centroids'") from exc
-            centroids = np.asarray(item["centroids"])
-            dimension = int(item.get("dimension", item.get("dim", dimension or 0))) or dimension
-            stride = int(item["stride"]) if "stride" in item else stride
-    if not np.issubdtype(np.asarray(centroids).dtype, np.number):
-        raise CheckpointError(f"{path}: centroids must be a numeric array, got dtype {np.asarray(centroids).dtype}")
-    centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-    if centroids.ndim != 2:
-        raise CheckpointError(f"{path}: centroids must be a [K, dimension] array, got shape {centroids.shape}")
-    dimension = dimension or centroids.shape[1]
-    if dimension != centroids.shape[1]:
-        raise CheckpointError(f"{path}: dimension {dimension} does not match centroids of width {centroids.shape[1]}")
-    if stride is None:
-        raise CheckpointError(f"{path} stores no stride; pass stride= (the earlier tool's centroids.npy used stride 8)")
-    return centroids, int(dimension), int(stride)
 
 
 def _check_window(dimension: int, stride: int, where: str) -> None:
@@ -100,43 +57,6 @@ def _load_saved_centroids(centroids_file: str, kmeans_config_file: str) -> tuple
     return centroids, dimension, stride
 
 
-def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, index=None, method: str = "auto") -> np.ndarray:
-    """Nearest centroid (squared L2, ties to the lower index), near-ties decided in float64.
-
-    ``method``: ``"auto"`` (the fused C kernel when built, else faiss), ``"fused"`` or ``"faiss"`` (``index``:
-    a prebuilt ``IndexFlatL2`` over ``centroids``). Every method returns the same codes.
-    """
-    if method not in ("auto", "fused", "faiss"):
-        raise ValueError(f"method must be 'auto', 'fused' or 'faiss', got {method!r}")
-    if vectors.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if method == "fused" or (method == "auto" and fused.available()):
-        return nearest_codes_fused(vectors, packed_codebook(centroids), centroids)
-    import faiss
-
-    if index is None:
-        index = faiss.IndexFlatL2(centroids.shape[1])
-        index.add(centroids)
-    k = min(2, centroids.shape[0])
-    distances, labels = index.search(vectors, k)
-    best = labels[:, 0].astype(np.int64)
-    if k == 1:
-        return best
-    return prove_winners(vectors, centroids, best, distances[:, 0], distances[:, 1],
-                         np.einsum("ij,ij->i", vectors, vectors).astype(np.float64))
-
-
-class _LazyIndex:
-    """Holds a faiss index built on first use; pickles (and hashes) as empty, so caching is deterministic."""
-
-    def __init__(self):
-        self.index = None
-
-    def __reduce__(self):
-        return (_LazyIndex, ())
-
-
 class NstKMeansTokenizer(NstBaseTokenizer):
     """K-Means tokenizer over the K-Means preprocessing chain; text ``<|bwav:N|>``, id == centroid index."""
 
@@ -166,7 +86,8 @@ class NstKMeansTokenizer(NstBaseTokenizer):
         self.dimension = int(dimension)
         self.stride = int(stride)
         self.training_info = training_info or self._load_training_info(training_file)
-        self._lazy_index = _LazyIndex()
+        #: The nearest-centroid search (the fused kernel when built, else a faiss ``IndexFlatL2``).
+        self.search = NearestCodeSearch(centroids, fallback="faiss")
         preprocessing = self._load_preprocessing(preprocessor_file, preprocessing, PreprocessingConfig(kmeans_chain=True))
         if not preprocessing.kmeans_chain:
             raise CheckpointError("a K-Means tokenizer needs the K-Means preprocessing chain (kmeans_chain=True)")
@@ -185,6 +106,8 @@ class NstKMeansTokenizer(NstBaseTokenizer):
     @classmethod
     def from_upstream(cls, path, dimension: int | None = None, stride: int | None = None, trust_pickle: bool = False,
                       sampling_rate: float | None = None, **kwargs):
+        from nst_hf.models.upstream import load_upstream_centroids
+
         centroids, dimension, stride = load_upstream_centroids(path, dimension, stride, trust_pickle)
         info = {"description": f"Converted from the earlier nanopore_signal_tokenizer centroids `{Path(path).name}`."}
         return cls(centroids=centroids, dimension=dimension, stride=stride, training_info=info,
@@ -209,17 +132,6 @@ class NstKMeansTokenizer(NstBaseTokenizer):
     def _fingerprint_config(self) -> dict:
         return {**super()._fingerprint_config(), "dimension": self.dimension, "stride": self.stride}
 
-    @property
-    def index(self):
-        """The faiss ``IndexFlatL2`` over the centroids (built on first use)."""
-        if self._lazy_index.index is None:
-            import faiss
-
-            index = faiss.IndexFlatL2(self.dimension)
-            index.add(self.centroids)
-            self._lazy_index.index = index
-        return self._lazy_index.index
-
     def windows(self, signal: np.ndarray) -> np.ndarray:
         """``[n, dimension]`` full windows every ``stride`` samples (a view; none if shorter than a window)."""
         if signal.size < self.dimension:
@@ -231,7 +143,7 @@ class NstKMeansTokenizer(NstBaseTokenizer):
         if not any(len(b) for b in blocks):
             return [np.zeros((0, 1), dtype=np.int64) for _ in signals]
         vectors = np.concatenate(blocks)
-        codes = nearest_centroids(vectors, self.centroids, None if fused.available() else self.index)
+        codes = self.search(vectors)
         out, offset = [], 0
         for block in blocks:
             out.append(codes[offset:offset + len(block)].reshape(-1, 1))

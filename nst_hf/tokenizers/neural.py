@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -200,7 +201,8 @@ class _NeuralTokenizer(NstBaseTokenizer):
         """
         pieces = [piece for _, _, piece in group]
         batch = torch.from_numpy(np.stack(pieces * 2 if len(pieces) == 1 else pieces)).unsqueeze(1).to(self.device)
-        latent = self.model.encode_latent(batch)  # [B, D, frames]
+        with _full_fp32_convolutions(batch.device):
+            latent = self.model.encode_latent(batch)  # [B, D, frames]
         kept = [latent[b, :, w.keep_start - w.start:w.keep_end - w.start] for b, (_, w, _) in enumerate(group)]
         return torch.cat(kept, dim=1).T.contiguous()
 
@@ -288,6 +290,22 @@ class NstRVQTokenizer(_NeuralTokenizer):
 
     bwav_kind = "rvq"
     is_rvq = True
+
+
+@contextlib.contextmanager
+def _full_fp32_convolutions(device: torch.device):
+    """On CUDA, cuDNN convolutions in full fp32 for this call: its default TF32 (10-bit mantissa) would
+    give other latents, and so other tokens, than the CPU. The caller's setting is restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    before = cudnn.allow_tf32
+    cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32 = before
 
 
 def _batches(items: list, size: int) -> list[list]:

@@ -6,8 +6,8 @@ import re
 
 import numpy as np
 
-TOKEN_PATTERN = r"<\|bwav:(?:L\d+_)?\d+\|>"
-TOKEN_RE = re.compile(r"<\|bwav:(?:L(\d+)_)?(\d+)\|>")
+TOKEN_PATTERN = r"<\|bwav:(?:L[0-9]+_)?[0-9]+\|>"  # ASCII digits only: ``\d`` also matches "٣" or "５"
+TOKEN_RE = re.compile(r"<\|bwav:(?:L([0-9]+)_)?([0-9]+)\|>")
 SPECIAL_TOKENS = {"bos_token": "<|bwav_bos|>", "eos_token": "<|bwav_eos|>", "unk_token": "<|bwav_unk|>",
                   "pad_token": "<|bwav_pad|>"}
 

@@ -121,8 +121,6 @@ def train_vq(config: VQTrainingConfig, progress: bool | None = None):
     """
     from tqdm.auto import tqdm
 
-    from nst_hf.tokenizers import NstRVQTokenizer, NstVQTokenizer
-
     distributed, rank, world = _distributed()
     device = torch.device(config.device if not (distributed and config.device == "cuda")
                           else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
@@ -134,23 +132,10 @@ def train_vq(config: VQTrainingConfig, progress: bool | None = None):
     network = _Autoencoder(config, distributed).to(device)
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr)
-    if config.steps >= 20:  # warm-up (10 % of steps, at most 100) then cosine decay
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps,
-                                                        pct_start=min(0.1, 100 / config.steps))
-    else:  # too few steps for a schedule
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    start_step, history = 0, []
+    optimizer, scheduler = _optimizer(network, config)
     checkpoint_path = output / CHECKPOINT_FILE
-    if config.resume and checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        network.load_state_dict(checkpoint["network"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        sampler.restore(json.loads(checkpoint["sampler"]))
-        torch.set_rng_state(checkpoint["torch_rng"])
-        start_step, history = int(checkpoint["step"]), json.loads(checkpoint["history"])
-        logger.info("resuming training at step %d", start_step)
+    start_step, history = _resume(checkpoint_path, network, optimizer, scheduler, sampler, device) \
+        if config.resume and checkpoint_path.exists() else (0, [])
     trainable = torch.nn.parallel.DistributedDataParallel(network) if distributed else network
     started = time.perf_counter()
     disable = True if rank != 0 else (None if progress is None else not progress)
@@ -158,19 +143,10 @@ def train_vq(config: VQTrainingConfig, progress: bool | None = None):
                total=config.steps)
     network.train()
     for step in bar:
-        batch = torch.from_numpy(sampler.sample(config.batch_size)).to(device)
-        recon, indices, commit = trainable(batch)
-        recon_loss = F.mse_loss(recon, batch)
-        loss = recon_loss + commit
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if step % config.log_every == 0 or step == config.steps - 1:
-            used = [int(torch.unique(indices[..., q]).numel()) for q in range(indices.shape[-1])] if indices.ndim == 3 \
-                else [int(torch.unique(indices).numel())]
-            entry = {"step": step, "recon": round(recon_loss.item(), 5), "commit": round(commit.item(), 5),
-                     "batch_codes_used": used, "seconds": round(time.perf_counter() - started, 1)}
+        entry = _step(trainable, optimizer, scheduler, torch.from_numpy(sampler.sample(config.batch_size)).to(device),
+                      logged=step % config.log_every == 0 or step == config.steps - 1)
+        if entry is not None:
+            entry = {"step": step, **entry, "seconds": round(time.perf_counter() - started, 1)}
             history.append(entry)
             bar.set_postfix(recon=entry["recon"], commit=entry["commit"])
             logger.info("step %d: %s", step, entry)
@@ -178,13 +154,7 @@ def train_vq(config: VQTrainingConfig, progress: bool | None = None):
             _save_checkpoint(checkpoint_path, network, optimizer, scheduler, sampler, step + 1, history)
     bar.close()
     network.eval()
-    cls = NstRVQTokenizer if config.architecture == "rvq" else NstVQTokenizer
-    info = {"description": (f"Trained by nst_hf: {config.steps} steps of batch {config.batch_size} x "
-                            f"{config.chunk_length} samples on {data_stats['reads']} reads "
-                            f"({data_stats['samples']:,} samples at {config.sampling_rate:g} Hz)."),
-            "command": config.command or "n/a (library call)", "config": asdict(config), "data": data_stats,
-            "history": history}
-    tokenizer = cls(model=network.export_model(), preprocessing=preprocessing, training_info=info)
+    tokenizer = _export_tokenizer(network, config, preprocessing, data_stats, history)
     if rank == 0:
         tokenizer.save_pretrained(output)
     if distributed:
@@ -192,6 +162,58 @@ def train_vq(config: VQTrainingConfig, progress: bool | None = None):
 
         dist.barrier()
     return tokenizer
+
+
+def _optimizer(network, config: VQTrainingConfig):
+    """AdamW with a warm-up (10 % of steps, at most 100) then cosine decay; constant for fewer than 20 steps."""
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr)
+    if config.steps >= 20:
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps,
+                                                        pct_start=min(0.1, 100 / config.steps))
+    else:  # too few steps for a schedule
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return optimizer, scheduler
+
+
+def _resume(path: Path, network, optimizer, scheduler, sampler, device) -> tuple[int, list]:
+    """Restore a training checkpoint in place; return the step to continue from and the loss history."""
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    network.load_state_dict(checkpoint["network"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    sampler.restore(json.loads(checkpoint["sampler"]))
+    torch.set_rng_state(checkpoint["torch_rng"])
+    logger.info("resuming training at step %d", int(checkpoint["step"]))
+    return int(checkpoint["step"]), json.loads(checkpoint["history"])
+
+
+def _step(trainable, optimizer, scheduler, batch: torch.Tensor, logged: bool) -> dict | None:
+    """One optimisation step; with ``logged``, the losses and the codes the batch used per level."""
+    recon, indices, commit = trainable(batch)
+    recon_loss = F.mse_loss(recon, batch)
+    loss = recon_loss + commit
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    if not logged:
+        return None
+    used = [int(torch.unique(indices[..., q]).numel()) for q in range(indices.shape[-1])] if indices.ndim == 3 \
+        else [int(torch.unique(indices).numel())]
+    return {"recon": round(recon_loss.item(), 5), "commit": round(commit.item(), 5), "batch_codes_used": used}
+
+
+def _export_tokenizer(network, config: VQTrainingConfig, preprocessing, data_stats: dict, history: list):
+    """The trained tokenizer, with what it was trained on and how in its training record (and model card)."""
+    from nst_hf.tokenizers import NstRVQTokenizer, NstVQTokenizer
+
+    cls = NstRVQTokenizer if config.architecture == "rvq" else NstVQTokenizer
+    info = {"description": (f"Trained by nst_hf: {config.steps} steps of batch {config.batch_size} x "
+                            f"{config.chunk_length} samples on {data_stats['reads']} reads "
+                            f"({data_stats['samples']:,} samples at {config.sampling_rate:g} Hz)."),
+            "command": config.command or "n/a (library call)", "config": asdict(config), "data": data_stats,
+            "history": history}
+    return cls(model=network.export_model(), preprocessing=preprocessing, training_info=info)
 
 
 def _save_checkpoint(path: Path, network, optimizer, scheduler, sampler, step: int, history: list) -> None:
