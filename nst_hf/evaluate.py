@@ -96,5 +96,8 @@ def plot_read(tokenizer, record, path, max_samples: int = 3000, token_type: str 
     axes[1].legend(loc="upper right")
     figure.suptitle(f"{record.read_id} — {type(tokenizer).__name__}")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    from nst_hf.output import atomic_path
+
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
     plt.close(figure)

@@ -1,0 +1,199 @@
+"""The Hugging Face API contract, on tiny seeded-random tokenizers of every kind (no ../shared needed).
+
+Save/load through the concrete class and ``AutoTokenizer``, the signal call (batches, padding, tensors),
+the text side (ids, decode, unknown text, vocabulary size, ``tokenizer.json``) and the errors a caller sees.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+from transformers import AutoTokenizer
+
+import nst_hf
+
+#: Lengths of the random test signals (samples): ragged, none a multiple of a stride. (Not shorter: the
+#: K-Means chain's 5000-sample running median takes SciPy's slow path, ~0.1-0.4 s a read, below ~2500.)
+LENGTHS = (3607, 3001, 2557)
+SPECIAL_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "pad_token")
+
+
+def deepest(tok) -> str | None:
+    """The token_type that emits every level (RVQ), else the default."""
+    return f"L{tok.num_quantizers}" if tok.is_rvq else None
+
+
+def ids_per_signal(tok, num_samples: int, token_type: str | None = None) -> int:
+    """Expected ids for a signal of ``num_samples`` samples, from the tokenizer's public geometry."""
+    if num_samples < tok.min_samples_for_tokens:
+        return 0
+    if isinstance(tok, nst_hf.NstKMeansTokenizer):  # full windows of `dimension` samples every `stride`
+        frames = 1 + (num_samples - tok.dimension) // tok.stride
+    else:  # one frame per `samples_per_token` samples, the last one padded
+        frames = math.ceil(num_samples / tok.samples_per_token)
+    levels = int(token_type[1:]) if token_type else 1
+    return frames * levels
+
+
+@pytest.fixture(scope="module")
+def signals(make_pa_signal):
+    return [make_pa_signal(n, seed=i) for i, n in enumerate(LENGTHS)]
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_tokenizers, tmp_path_factory):
+    """The tiny tokenizer's save_pretrained folder (written once per kind)."""
+    folder = tmp_path_factory.mktemp(f"saved-{tiny_tokenizers.bwav_kind}")
+    tiny_tokenizers.save_pretrained(folder)
+    return folder
+
+
+# ---------------------------------------------------------------------------- the tiny tokenizers themselves
+
+
+def test_tiny_tokenizers_are_distinct_and_use_many_codes(tiny_vq, tiny_rvq, tiny_kmeans, signals):
+    toks = (tiny_vq, tiny_rvq, tiny_kmeans)
+    assert [type(t) for t in toks] == [nst_hf.NstVQTokenizer, nst_hf.NstRVQTokenizer, nst_hf.NstKMeansTokenizer]
+    assert len({t.fingerprint() for t in toks}) == 3
+    for tok in toks:
+        ids = tok.encode_signal(signals[0], token_type=deepest(tok), sampling_rate=tok.sampling_rate)
+        # a degenerate random tokenizer (one code for everything) would make the equalities below vacuous
+        assert len(set(ids)) >= 10, (type(tok).__name__, sorted(set(ids)))
+
+
+# ---------------------------------------------------------------------------- save / load
+
+
+@pytest.mark.parametrize("loader", ["class", "auto"])
+def test_save_and_load_keeps_fingerprint_and_tokens(tiny_tokenizers, loader, saved, signals):
+    tok = tiny_tokenizers
+    loaded = type(tok).from_pretrained(saved) if loader == "class" else AutoTokenizer.from_pretrained(saved)
+    assert type(loaded) is type(tok)
+    assert loaded.fingerprint() == tok.fingerprint()
+    assert loaded.sampling_rate == tok.sampling_rate and loaded.preprocessing == tok.preprocessing
+    assert len(loaded) == len(tok) and loaded.get_vocab() == tok.get_vocab()
+    rate, token_type = tok.sampling_rate, deepest(tok)  # every RVQ level, so no level goes unchecked
+    assert (loaded(signals=signals, sampling_rate=rate, token_type=token_type)["input_ids"]
+            == tok(signals=signals, sampling_rate=rate, token_type=token_type)["input_ids"])
+    assert (loaded.signal_to_text(signals[0], token_type=token_type, sampling_rate=rate)
+            == tok.signal_to_text(signals[0], token_type=token_type, sampling_rate=rate))
+
+
+def test_saved_tokenizer_json_gives_the_same_ids(tiny_tokenizers, saved, signals):
+    tok = tiny_tokenizers
+    assert (saved / "tokenizer.json").is_file()
+    fast = Tokenizer.from_file(str(saved / "tokenizer.json"))
+    assert fast.get_vocab_size() == len(tok)
+    for signal in signals:
+        text = tok.signal_to_text(signal, token_type=deepest(tok), sampling_rate=tok.sampling_rate)
+        ids = tok(text).input_ids
+        assert fast.encode(text).ids == ids
+        assert fast.decode(ids) == text
+    known, unk = tok.convert_ids_to_tokens(1), tok.unk_token_id
+    beyond = f"<|bwav:L1_{tok.codebook_size}|>" if tok.is_rvq else f"<|bwav:{tok.codebook_size}|>"
+    cases = {f"zzz {known}": [unk, 1], f"abc{known}def": [unk, 1, unk], beyond: [unk],
+             f"hello world {known} more  words ": [unk, 1, unk],  # one unk per gap between tokens, not per word
+             f" {known} {known}\n{known}\t": [1, 1, 1]}  # whitespace alone is no gap
+    for text, expected in cases.items():
+        assert fast.encode(text).ids == tok(text).input_ids == expected, text
+
+
+# ---------------------------------------------------------------------------- the signal call
+
+
+def test_signal_batch_has_one_id_per_frame(tiny_tokenizers, signals):
+    tok, rate = tiny_tokenizers, tiny_tokenizers.sampling_rate
+    batches = {}
+    for token_type in {None, deepest(tok)}:
+        batch = batches[token_type] = tok(signals=signals, sampling_rate=rate, token_type=token_type)
+        assert set(batch) == {"input_ids", "attention_mask"}
+        lengths = [ids_per_signal(tok, s.size, token_type) for s in signals]
+        assert [len(ids) for ids in batch["input_ids"]] == lengths and all(lengths)
+        assert batch["attention_mask"] == [[1] * n for n in lengths]
+        assert all(0 <= i < tok.vocab_size for ids in batch["input_ids"] for i in ids)
+    default = batches[None]["input_ids"]
+    # reads batched together get the tokens each gets alone
+    assert [tok.encode_signal(s, sampling_rate=rate) for s in signals] == default
+    assert tok(signals=signals[1], sampling_rate=rate)["input_ids"] == default[1]
+    if tok.is_rvq:  # residual levels: the first level of an L3 frame is the L1 token
+        for deep, first in zip(batches[deepest(tok)]["input_ids"], default):
+            assert deep[::tok.num_quantizers] == first
+
+
+def test_signal_batch_pads_to_numpy(tiny_tokenizers, signals):
+    tok = tiny_tokenizers
+    unpadded = tok(signals=signals, sampling_rate=tok.sampling_rate)["input_ids"]
+    batch = tok(signals=signals, sampling_rate=tok.sampling_rate, padding=True, return_tensors="np")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    longest = max(len(i) for i in unpadded)
+    assert isinstance(ids, np.ndarray) and ids.shape == mask.shape == (len(signals), longest)
+    assert len({len(i) for i in unpadded}) > 1  # the batch is ragged, so padding had work to do
+    for row, (expected, row_mask) in enumerate(zip(unpadded, mask)):
+        n = len(expected)
+        assert ids[row, :n].tolist() == expected and row_mask.tolist() == [1] * n + [0] * (longest - n)
+        assert (ids[row, n:] == tok.pad_token_id).all()
+
+
+def test_wrong_sampling_rate_names_both_rates(tiny_tokenizers, signals):
+    tok = tiny_tokenizers
+    wrong = tok.sampling_rate * 0.8
+    calls = [lambda: tok(signals=signals[0], sampling_rate=wrong),
+             lambda: tok(signals=signals, sampling_rate=wrong),
+             lambda: tok.signal_to_text(signals[0], sampling_rate=wrong)]
+    for call in calls:
+        with pytest.raises(ValueError) as raised:
+            call()
+        assert raised.type is not ValueError  # a specific nst_hf error that still is a ValueError
+        message = str(raised.value)
+        assert f"{wrong:g} Hz" in message and f"{tok.sampling_rate:g} Hz" in message, message
+
+
+def test_two_dimensional_signal_raises(tiny_tokenizers, signals):
+    tok = tiny_tokenizers
+    two_d = np.stack([signals[1], signals[1]])
+    for call in (lambda: tok(signals=two_d, sampling_rate=tok.sampling_rate),
+                 lambda: tok(signals=[signals[0], two_d], sampling_rate=tok.sampling_rate),
+                 lambda: tok.encode_signal(two_d, sampling_rate=tok.sampling_rate)):
+        with pytest.raises(ValueError, match=r"1-D"):
+            call()
+
+
+# ---------------------------------------------------------------------------- the text side
+
+
+def test_text_ids_decode_round_trip(tiny_tokenizers, signals):
+    tok, rate = tiny_tokenizers, tiny_tokenizers.sampling_rate
+    for token_type in {None, deepest(tok)}:
+        batch = tok(signals=signals, sampling_rate=rate, token_type=token_type)["input_ids"]
+        for signal, expected in zip(signals, batch):
+            text = tok.signal_to_text(signal, token_type=token_type, sampling_rate=rate)
+            ids = tok(text).input_ids
+            assert ids == expected
+            assert tok.decode(ids) == text
+            assert "".join(tok.convert_ids_to_tokens(ids)) == text
+            assert tok.convert_tokens_to_ids(tok.tokenize(text)) == ids
+
+
+def test_unknown_text_is_unk(tiny_tokenizers):
+    tok = tiny_tokenizers
+    known = tok.convert_ids_to_tokens(3)
+    beyond = f"<|bwav:L1_{tok.codebook_size}|>" if tok.is_rvq else f"<|bwav:{tok.codebook_size}|>"
+    unk = tok.unk_token_id
+    assert tok("hello").input_ids == [unk]
+    assert tok(f"hello {known} world {beyond}").input_ids == [unk, 3, unk, unk]
+    assert tok(f"{known} {known}\n{known}").input_ids == [3, 3, 3]  # whitespace between tokens is not text
+    assert tok.convert_tokens_to_ids("<|bwav:nonsense|>") == unk
+
+
+def test_vocabulary_is_codes_then_special_tokens(tiny_tokenizers):
+    tok = tiny_tokenizers
+    assert tok.vocab_size == tok.codebook_size * tok.num_quantizers
+    specials = [getattr(tok, name + "_id") for name in SPECIAL_ATTRIBUTES]
+    assert len(tok.all_special_tokens) == len(set(specials)) == 4
+    assert len(tok) == tok.vocab_size + len(tok.all_special_tokens) == len(tok.get_vocab())
+    assert sorted(specials) == list(range(tok.vocab_size, len(tok)))
+    assert tok.convert_ids_to_tokens(tok.vocab_size - 1) == (
+        f"<|bwav:L{tok.num_quantizers}_{tok.codebook_size - 1}|>" if tok.is_rvq else f"<|bwav:{tok.codebook_size - 1}|>")
