@@ -56,7 +56,6 @@ def saved(tiny_tokenizers, tmp_path_factory):
 
 def test_tiny_tokenizers_are_distinct_and_use_many_codes(tiny_vq, tiny_rvq, tiny_kmeans, signals):
     toks = (tiny_vq, tiny_rvq, tiny_kmeans)
-    assert [type(t) for t in toks] == [nst_hf.NstVQTokenizer, nst_hf.NstRVQTokenizer, nst_hf.NstKMeansTokenizer]
     assert len({t.fingerprint() for t in toks}) == 3
     for tok in toks:
         ids = tok.encode_signal(signals[0], token_type=deepest(tok), sampling_rate=tok.sampling_rate)

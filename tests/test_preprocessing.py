@@ -157,13 +157,15 @@ def test_config_json_round_trip(tmp_path):
         pp.PreprocessingConfig.from_dict({"medf": 5})
 
 
-def test_compiled_running_median_equals_scipy_everywhere(real_reads):
+def test_compiled_running_median_equals_scipy_everywhere(real_reads, monkeypatch):
     """nst_hf._rank_filter (split over threads for long reads) returns exactly SciPy's values."""
     from scipy import ndimage
 
     from nst_hf import _rank_filter
 
     assert _rank_filter is not None, "nst_hf._rank_filter is not built: reinstall with a C compiler"
+    monkeypatch.delenv("NST_HF_DISABLE_NATIVE_MEDIAN", raising=False)
+    assert pp._native_median_enabled()
     rng = np.random.default_rng(3)
     signals = [rng.standard_normal(300_001).astype(np.float32),              # split over threads
                rng.integers(-5, 5, 150_000).astype(np.float32),              # many ties
@@ -178,11 +180,13 @@ def test_compiled_running_median_equals_scipy_everywhere(real_reads):
         _rank_filter.running_rank(signals[0], np.empty(10, np.float32), 5, 5, 0, 5)
 
 
-def test_compiled_median_filter_equals_scipy_medfilt(real_reads):
+def test_compiled_median_filter_equals_scipy_medfilt(real_reads, monkeypatch):
     """median_filter runs through nst_hf._rank_filter with zero padding: exactly scipy.signal.medfilt."""
     from nst_hf import _rank_filter
 
     assert _rank_filter is not None, "nst_hf._rank_filter is not built: reinstall with a C compiler"
+    monkeypatch.delenv("NST_HF_DISABLE_NATIVE_MEDIAN", raising=False)
+    assert pp._native_median_enabled()
     rng = np.random.default_rng(5)
     signals = [rng.standard_normal(250_001).astype(np.float32) + 3,          # split over threads
                rng.integers(-3, 3, 40_000).astype(np.float32),               # many ties, zeros among them
