@@ -21,6 +21,33 @@ def _require(path: Path) -> Path:
     return path
 
 
+def require_native(module, name: str) -> None:
+    """Skip (with the reason) when a compiled extension was not built, e.g. an install without a C compiler;
+    fail instead under CI or NST_HF_REQUIRE_NATIVE=1, where the build must have produced it."""
+    if module is not None:
+        return
+    message = f"{name} is not built (nst_hf was installed without a C compiler)"
+    if os.environ.get("CI") or os.environ.get("NST_HF_REQUIRE_NATIVE") == "1":
+        pytest.fail(message + "; reinstall with gcc present")
+    pytest.skip(message + "; the fallback paths are tested elsewhere")
+
+
+@pytest.fixture
+def native_search():
+    """The compiled nearest-code kernel (see :func:`require_native`)."""
+    from nst_hf.quantizers import fused
+
+    require_native(fused._fused_search, "nst_hf.quantizers._fused_search")
+
+
+@pytest.fixture
+def native_median():
+    """The compiled running median (see :func:`require_native`)."""
+    from nst_hf import _rank_filter
+
+    require_native(_rank_filter, "nst_hf._rank_filter")
+
+
 @pytest.fixture(scope="session")
 def real_dir() -> Path:
     return _require(REAL)

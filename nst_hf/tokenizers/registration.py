@@ -21,5 +21,8 @@ def register_auto_classes() -> None:
         AutoConfig.register("nst_bwav", NstBwavConfig)
     except ValueError:
         pass  # already registered
+    # One config class keys all three: TOKENIZER_MAPPING ends up pointing at the last class, and that is
+    # fine, because a saved folder's "tokenizer_class" is resolved by class name (transformers keeps every
+    # registered class in its by-name registry), not through the config mapping.
     for cls in (NstVQTokenizer, NstRVQTokenizer, NstKMeansTokenizer):
         AutoTokenizer.register(NstBwavConfig, slow_tokenizer_class=cls, exist_ok=True)
