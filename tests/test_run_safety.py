@@ -385,6 +385,12 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_bytes(tmp_path):
             assert resumed.reads == 12
             resumed_runs += 1
         assert out.read_bytes() == reference, attempt
+        lock = tmp_path / f"cut{attempt}.jsonl.gz.lock"
+        if lock.exists():  # killed after the output was complete, before the lock file was removed
+            assert not (tmp_path / f"cut{attempt}.jsonl.gz.parts").exists()
+            assert lock.read_text().strip() == str(process.pid)  # a dead run's lock, which the next run takes over
+            tokenize_inputs([folder], out, progress=False, overwrite=True)
+            assert out.read_bytes() == reference and not lock.exists()
         leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith((f"cut{attempt}.", f".cut{attempt}."))]
         assert sorted(leftovers) == [f"cut{attempt}.jsonl.gz", f"cut{attempt}.jsonl.gz.report.json"], leftovers
     assert resumed_runs >= 5  # most kills landed inside the run
