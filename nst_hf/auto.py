@@ -9,24 +9,27 @@ def load_tokenizer(name_or_path: str = "default", **kwargs):
     """Return the right tokenizer class for ``name_or_path``.
 
     Upstream ``.pth``/``.pt`` files become a VQ or RVQ tokenizer (detected from the weights), ``.npy``/``.npz``
-    centroids a K-Means tokenizer (pass ``stride=`` / ``trust_pickle=`` as needed); folders, repo ids and
-    built-in names go through ``transformers.AutoTokenizer``.
+    centroids a K-Means tokenizer (pass ``stride=`` / ``trust_pickle=`` as needed), whether the file is local
+    or the one upstream file of a folder or Hub repo (``filename=`` picks one of several; ``revision=``,
+    ``subfolder=``, ``cache_dir=``, ``local_files_only=``, ``token=`` as for any Hub download;
+    ``sampling_rate=`` records a converted file's rate). Saved folders, repo ids and built-in names go
+    through ``transformers.AutoTokenizer``.
     """
     from transformers import AutoTokenizer
 
+    from nst_hf.models.upstream_source import find_upstream_file, pop_location
     from nst_hf.pretrained import resolve_builtin
-    from nst_hf.tokenizers import NstBaseTokenizer, NstKMeansTokenizer, NstRVQTokenizer, NstVQTokenizer
+    from nst_hf.tokenizers import NstBaseTokenizer
 
     path = Path(str(name_or_path))
     if path.is_file():
-        if path.suffix in (".npy", ".npz"):
-            return NstKMeansTokenizer.from_upstream(path, **kwargs)
-        from nst_hf.models.upstream import load_upstream_model
-
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("stride", "dimension", "trust_pickle")}
-        model = load_upstream_model(path)
-        cls = NstRVQTokenizer if model.config.architecture == "rvq" else NstVQTokenizer
-        return cls.from_upstream(path, model=model, **kwargs)
+        return from_upstream_file(path, None, kwargs)
+    location = pop_location(kwargs)
+    found = find_upstream_file(resolve_builtin(str(name_or_path)), "any", **location)
+    if found is not None:
+        return from_upstream_file(found.path, found.source, kwargs)
+    location.pop("filename", None)
+    kwargs.update(location)
     tokenizer = AutoTokenizer.from_pretrained(resolve_builtin(str(name_or_path)), **kwargs)
     if not isinstance(tokenizer, NstBaseTokenizer):
         from nst_hf.errors import CheckpointError
@@ -37,3 +40,18 @@ def load_tokenizer(name_or_path: str = "default", **kwargs):
                               f"{type(tokenizer).__name__}, which cannot tokenize signals; point to a folder written "
                               "by save_pretrained, or restore tokenizer_config.json")
     return tokenizer
+
+
+def from_upstream_file(path: Path, source: str | None, kwargs: dict):
+    """A tokenizer of the kind the upstream file ``path`` holds (centroids, or a VQ/RVQ checkpoint by its
+    weights); ``source`` names where it came from for the model card."""
+    from nst_hf.models.upstream import load_upstream_model
+    from nst_hf.models.upstream_source import CENTROID_SUFFIXES
+    from nst_hf.tokenizers import NstKMeansTokenizer, NstRVQTokenizer, NstVQTokenizer
+
+    if path.suffix in CENTROID_SUFFIXES:
+        return NstKMeansTokenizer.from_upstream(path, source=source, **kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("stride", "dimension", "trust_pickle")}
+    model = load_upstream_model(path)
+    cls = NstRVQTokenizer if model.config.architecture == "rvq" else NstVQTokenizer
+    return cls.from_upstream(path, model=model, source=source, **kwargs)

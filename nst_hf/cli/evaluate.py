@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from nst_hf.cli._source import add_source_options, source_kwargs
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="token quality figures for a tokenizer on signal files",
@@ -15,7 +17,7 @@ def register(subparsers) -> None:
     parser.add_argument("--token-type", default=None, help="RVQ levels to evaluate (L1..Ln)")
     parser.add_argument("--max-reads", type=int, default=None)
     parser.add_argument("--resample", action="store_true", help="resample reads to the tokenizer's rate")
-    parser.add_argument("--stride", type=int, default=None, help="K-Means stride for upstream centroids without one")
+    add_source_options(parser)
     parser.add_argument("--plot", default=None, metavar="PNG", help="draw the first read (signal, reconstruction, tokens)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=run)
@@ -26,7 +28,7 @@ def run(args) -> int:
     from nst_hf.auto import load_tokenizer
     from nst_hf.evaluate import evaluate_tokenizer, plot_read
 
-    tok = load_tokenizer(args.tokenizer, **({"stride": args.stride} if args.stride else {}))
+    tok = load_tokenizer(args.tokenizer, **source_kwargs(args))
     report = evaluate_tokenizer(tok, args.inputs, args.token_type, args.max_reads, args.resample)
     if args.plot:
         with open_reads(args.inputs) as source:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from nst_hf.cli._source import add_source_options, source_kwargs
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("inspect", help="show what is in signal files, or describe a tokenizer",
@@ -11,7 +13,7 @@ def register(subparsers) -> None:
                                                "tokenizer's kind, codebook, frame rate and preprocessing (a saved "
                                                "folder, a Hub repo id, 'default', or an upstream .pth/.npy/.npz file).")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="signal files/directories, or one tokenizer")
-    parser.add_argument("--stride", type=int, default=None, help="K-Means stride for upstream centroids without one")
+    add_source_options(parser)
     parser.add_argument("--reads", action="store_true", help="list every read, not only the per-file summary")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=run)
@@ -67,7 +69,7 @@ def describe_tokenizer(spec: str, **load_kwargs) -> dict:
 
 def run(args) -> int:
     if len(args.inputs) == 1 and _is_tokenizer(args.inputs[0]):
-        info = describe_tokenizer(args.inputs[0], **({"stride": args.stride} if args.stride else {}))
+        info = describe_tokenizer(args.inputs[0], **source_kwargs(args))
         if args.json:
             print(json.dumps(info, indent=2))
             return 0

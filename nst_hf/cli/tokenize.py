@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from nst_hf.cli._source import add_source_options, source_kwargs
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -16,7 +18,8 @@ def register(subparsers) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="signal files or directories (recursive)")
     parser.add_argument("-o", "--output", required=True, help="output file (.jsonl, .jsonl.gz, .parquet) or folder")
     parser.add_argument("--tokenizer", default="default",
-                        help="saved folder, Hub repo id, upstream .pth/.npy file, or 'default' (the embedded one)")
+                        help="saved folder, Hub repo id (a saved tokenizer or the earlier tool's checkpoint or centroids), "
+                             "upstream .pth/.npy file, or 'default' (the embedded one)")
     parser.add_argument("--token-type", default=None, help="RVQ: emit levels L1..Lk (default L1)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="where the model runs (default cpu)")
     parser.add_argument("--batch-size", type=int, default=None, help="windows per model forward pass")
@@ -35,8 +38,7 @@ def register(subparsers) -> None:
                         help="resample reads whose sampling rate differs from the tokenizer's (otherwise an error)")
     parser.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                         help="stop at the first bad read (default) or skip and report it")
-    parser.add_argument("--stride", type=int, default=None, help="K-Means stride for upstream centroids without one")
-    parser.add_argument("--trust-pickle", action="store_true", help="allow pickled upstream centroids")
+    add_source_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -44,7 +46,7 @@ def run(args) -> int:
     from nst_hf.pipeline import printable_path, tokenize_inputs
 
     fmt = args.format or ("parquet" if args.output.endswith(".parquet") else "jsonl")
-    load_kwargs = {k: v for k, v in (("stride", args.stride), ("trust_pickle", args.trust_pickle or None)) if v}
+    load_kwargs = source_kwargs(args)
     summary = tokenize_inputs(args.inputs, args.output, tokenizer=args.tokenizer, token_type=args.token_type,
                               device=args.device, batch_windows=args.batch_size, batch_samples=args.batch_samples,
                               workers=args.workers, fmt=fmt, resume=args.resume, on_error=args.on_error,

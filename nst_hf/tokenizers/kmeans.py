@@ -12,6 +12,7 @@ import numpy as np
 from nst_hf.errors import CheckpointError
 from nst_hf.output import atomic_path, atomic_write_json
 from nst_hf.preprocessing import PreprocessingConfig
+from nst_hf.models.upstream_source import CENTROID_SUFFIXES, LOCATION_KWARGS, find_upstream_file, pop_location
 from nst_hf.quantizers.nearest import NearestCodeSearch
 from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
 
@@ -95,21 +96,32 @@ class NstKMeansTokenizer(NstBaseTokenizer):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Load a saved folder, a Hub repo id, or upstream centroids (``.npy``/``.npz``; ``stride=`` if unrecorded)."""
+        """Load a saved folder, a Hub repo id, or the earlier tool's centroids (``.npy``/``.npz``; ``stride=`` if
+        unrecorded): a file, or a folder or Hub repo that holds one (``filename=`` picks one of several;
+        ``revision=``, ``subfolder=``, ``cache_dir=``, ``local_files_only=`` and ``token=`` as for any Hub
+        download)."""
         path = Path(str(pretrained_model_name_or_path))
-        if path.suffix in (".npy", ".npz") and path.is_file():
+        if path.suffix in CENTROID_SUFFIXES and path.is_file():
             return cls.from_upstream(path, **kwargs)
         from nst_hf.pretrained import resolve_builtin
 
-        return super().from_pretrained(resolve_builtin(pretrained_model_name_or_path), *args, **kwargs)
+        name = resolve_builtin(pretrained_model_name_or_path)
+        found = find_upstream_file(name, "kmeans", **{k: kwargs.get(k) for k in LOCATION_KWARGS})
+        if found is not None:
+            pop_location(kwargs)
+            return cls.from_upstream(found.path, source=found.source, **kwargs)
+        kwargs.pop("filename", None)
+        return super().from_pretrained(name, *args, **kwargs)
 
     @classmethod
     def from_upstream(cls, path, dimension: int | None = None, stride: int | None = None, trust_pickle: bool = False,
-                      sampling_rate: float | None = None, **kwargs):
+                      sampling_rate: float | None = None, source: str | None = None, **kwargs):
+        """Build from the earlier tool's centroids; ``source`` says where the file came from, for the model card."""
         from nst_hf.models.upstream import load_upstream_centroids
 
         centroids, dimension, stride = load_upstream_centroids(path, dimension, stride, trust_pickle)
-        info = {"description": f"Converted from the earlier nanopore_signal_tokenizer centroids `{Path(path).name}`."}
+        origin = source or Path(path).name
+        info = {"description": f"Converted from the earlier nanopore_signal_tokenizer centroids `{origin}`."}
         return cls(centroids=centroids, dimension=dimension, stride=stride, training_info=info,
                    preprocessing=PreprocessingConfig(kmeans_chain=True, sampling_rate=sampling_rate),
                    name_or_path=str(path), **kwargs)

@@ -13,6 +13,7 @@ import torch
 from nst_hf.chunking import min_margin, num_frames, plan_windows
 from nst_hf.errors import CheckpointError
 from nst_hf.models.conv_vq import NstConvVQConfig, NstConvVQModel
+from nst_hf.models.upstream_source import CHECKPOINT_SUFFIXES, LOCATION_KWARGS, find_upstream_file, pop_location
 from nst_hf.output import atomic_path
 from nst_hf.preprocessing import PreprocessingConfig
 from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "bwav_tokenizer.safetensors"
 MODEL_CONFIG_FILE = "bwav_model_config.json"
-UPSTREAM_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+UPSTREAM_SUFFIXES = CHECKPOINT_SUFFIXES
 #: Shortest VQ signal with tokens (the earlier tool's documented minimum); RVQ has none.
 VQ_MIN_SAMPLES = 25
 #: A larger minimum read length is a damaged config (it would silently drop every read).
@@ -103,26 +104,38 @@ class _NeuralTokenizer(NstBaseTokenizer):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Load a saved folder, a Hub repo id, ``"default"``, or an upstream ``.pth`` checkpoint file."""
+        """Load a saved folder, a Hub repo id, ``"default"``, or an earlier-tool checkpoint: a ``.pth`` file, or
+        a folder or Hub repo that holds one (``filename=`` picks one of several; ``revision=``, ``subfolder=``,
+        ``cache_dir=``, ``local_files_only=`` and ``token=`` as for any Hub download).
+        ``sampling_rate=`` records a converted checkpoint's rate."""
         path = Path(str(pretrained_model_name_or_path))
         if path.suffix in UPSTREAM_SUFFIXES and path.is_file():
             return cls.from_upstream(path, **kwargs)
         from nst_hf.pretrained import resolve_builtin
 
-        return super().from_pretrained(resolve_builtin(pretrained_model_name_or_path), *args, **kwargs)
+        name = resolve_builtin(pretrained_model_name_or_path)
+        found = find_upstream_file(name, "neural", **{k: kwargs.get(k) for k in LOCATION_KWARGS})
+        if found is not None:
+            pop_location(kwargs)
+            return cls.from_upstream(found.path, source=found.source, **kwargs)
+        kwargs.pop("filename", None)
+        return super().from_pretrained(name, *args, **kwargs)
 
     @classmethod
     def from_upstream(cls, path: str | os.PathLike, preprocessing: PreprocessingConfig | None = None,
-                      sampling_rate: float | None = None, model: NstConvVQModel | None = None, **kwargs):
+                      sampling_rate: float | None = None, model: NstConvVQModel | None = None,
+                      source: str | None = None, **kwargs):
         """Build from an earlier-tool checkpoint (VQ dict with ``cnn_type``, or RVQ state dict).
 
-        ``model`` is the checkpoint already loaded with :func:`~nst_hf.models.upstream.load_upstream_model`.
+        ``model`` is the checkpoint already loaded with :func:`~nst_hf.models.upstream.load_upstream_model`;
+        ``source`` says where the file came from (a Hub repo and revision), for the model card.
         """
         from nst_hf.models.upstream import load_upstream_model
 
         model = model or load_upstream_model(path)
         preprocessing = preprocessing or PreprocessingConfig(sampling_rate=sampling_rate)
-        info = {"description": f"Converted from the earlier nanopore_signal_tokenizer checkpoint `{Path(path).name}`."}
+        origin = source or Path(path).name
+        info = {"description": f"Converted from the earlier nanopore_signal_tokenizer checkpoint `{origin}`."}
         return cls(model=model, preprocessing=preprocessing, training_info=info, name_or_path=str(path), **kwargs)
 
     def to(self, device: str | torch.device):
