@@ -6,6 +6,7 @@ the text side (ids, decode, unknown text, vocabulary size, ``tokenizer.json``) a
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -150,12 +151,14 @@ def test_wrong_sampling_rate_names_both_rates(tiny_tokenizers, signals):
         assert f"{wrong:g} Hz" in message and f"{tok.sampling_rate:g} Hz" in message, message
 
 
-def test_two_dimensional_signal_raises(tiny_tokenizers, signals):
+def test_a_2d_array_is_a_batch_and_other_shapes_raise(tiny_tokenizers, signals):
     tok = tiny_tokenizers
     two_d = np.stack([signals[1], signals[1]])
-    for call in (lambda: tok(signals=two_d, sampling_rate=tok.sampling_rate),
-                 lambda: tok(signals=[signals[0], two_d], sampling_rate=tok.sampling_rate),
-                 lambda: tok.encode_signal(two_d, sampling_rate=tok.sampling_rate)):
+    rate = tok.sampling_rate
+    assert tok(signals=two_d, sampling_rate=rate)["input_ids"] == tok(signals=list(two_d), sampling_rate=rate)["input_ids"]
+    for call in (lambda: tok(signals=two_d[None], sampling_rate=rate),
+                 lambda: tok(signals=[signals[0], two_d], sampling_rate=rate),
+                 lambda: tok.encode_signal(two_d, sampling_rate=rate)):
         with pytest.raises(ValueError, match=r"1-D"):
             call()
 
@@ -196,3 +199,67 @@ def test_vocabulary_is_codes_then_special_tokens(tiny_tokenizers):
     assert sorted(specials) == list(range(tok.vocab_size, len(tok)))
     assert tok.convert_ids_to_tokens(tok.vocab_size - 1) == (
         f"<|bwav:L{tok.num_quantizers}_{tok.codebook_size - 1}|>" if tok.is_rvq else f"<|bwav:{tok.codebook_size - 1}|>")
+
+
+SIGNAL_ARGUMENTS = [
+    {"padding": True}, {"padding": "longest"}, {"padding": "max_length", "max_length": 120}, {"padding": False},
+    {"truncation": True, "max_length": 50}, {"padding": True, "pad_to_multiple_of": 16},
+    {"padding": True, "padding_side": "left"}, {"return_attention_mask": False},
+    {"padding": True, "return_tensors": "np"}, {"padding": True, "return_tensors": "pt"}, {"return_length": True},
+    {"padding": "max_length", "truncation": True, "max_length": 64, "return_tensors": "np"},
+]
+
+
+@pytest.mark.parametrize("kwargs", SIGNAL_ARGUMENTS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_every_text_argument_means_the_same_for_signals(tiny_tokenizers, make_pa_signal, kwargs):
+    """``tok(signals=...)`` pads, truncates and converts exactly as ``tok(texts)`` does for the same tokens."""
+    tok = tiny_tokenizers
+    signals = [make_pa_signal(2600, seed=1), make_pa_signal(3100, seed=2),
+               np.full(3000, 90.0, np.float32)]  # a constant signal has no tokens
+    texts = [tok.signal_to_text(s, sampling_rate=tok.sampling_rate) for s in signals]
+    assert texts[0] and texts[1] and texts[2] == ""
+    got = tok(signals=signals, sampling_rate=tok.sampling_rate, **kwargs)
+    want = tok(texts, **kwargs)
+    assert set(got.keys()) == set(want.keys())
+    for key in want:
+        a, b = got[key], want[key]
+        if hasattr(b, "shape"):
+            assert type(a) is type(b) and tuple(a.shape) == tuple(b.shape) and (a == b).all(), key
+        else:
+            assert a == b, key
+    single = tok(signals=signals[0], sampling_rate=tok.sampling_rate, **kwargs)
+    assert list(single.keys()) == list(tok(texts[0], **kwargs).keys())
+
+
+def test_no_limit_follows_transformers_convention_and_max_length_padding_cannot_explode(tiny_vq, make_pa_signal,
+                                                                                       tmp_path):
+    """model_max_length is transformers' "no limit" (1e30): padding="max_length" without max_length does not try
+    to allocate 2**31 positions, for text or signals, and the value survives saving; a folder saved with the old
+    2**31 - 1 loads with the new value."""
+    from transformers.tokenization_utils_base import LARGE_INTEGER
+
+    assert tiny_vq.model_max_length > LARGE_INTEGER
+    assert tiny_vq("<|bwav:1|>", padding="max_length").input_ids == [1]
+    signals = [make_pa_signal(2600), make_pa_signal(3000, seed=1)]
+    ids = tiny_vq(signals=signals, sampling_rate=tiny_vq.sampling_rate, padding="max_length")["input_ids"]
+    assert [len(i) for i in ids] == [len(tiny_vq.encode_signal(s, sampling_rate=tiny_vq.sampling_rate)) for s in signals]
+    tiny_vq.save_pretrained(tmp_path)
+    config_path = tmp_path / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    assert config["model_max_length"] > LARGE_INTEGER
+    config["model_max_length"] = 2**31 - 1
+    config_path.write_text(json.dumps(config))
+    assert nst_hf.NstVQTokenizer.from_pretrained(tmp_path).model_max_length == tiny_vq.model_max_length
+
+
+def test_a_missing_sampling_rate_warns_once_naming_the_rate(tiny_vq, make_pa_signal, caplog):
+    import copy
+
+    tok = copy.deepcopy(tiny_vq)
+    signal = make_pa_signal(3000)
+    with caplog.at_level("WARNING", logger="nst_hf"):
+        first = tok(signals=signal)["input_ids"]
+        tok(signals=[signal, signal])
+    warnings = [r.getMessage() for r in caplog.records if "no sampling_rate" in r.getMessage()]
+    assert len(warnings) == 1 and f"{tok.sampling_rate:g} Hz" in warnings[0]
+    assert first == tok(signals=signal, sampling_rate=tok.sampling_rate)["input_ids"]

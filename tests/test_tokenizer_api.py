@@ -50,8 +50,9 @@ def test_call_with_signals_pads_and_returns_tensors(vq1, signal):
     assert batch["attention_mask"][0].sum() == 200 and batch["attention_mask"][1].sum() == 1001
     assert (batch["input_ids"][0, 200:] == vq1.pad_token_id).all()
     single = vq1(signals=signal[:1000], return_tensors="np")
-    assert single["input_ids"].shape == (200,) and single["input_ids"].tolist() == vq1.encode_signal(signal[:1000])
-    assert vq1(signals=torch.from_numpy(signal[:1000]))["input_ids"] == single["input_ids"].tolist()
+    # as for text: one input with return_tensors gets a batch axis of 1
+    assert single["input_ids"].shape == (1, 200) and single["input_ids"][0].tolist() == vq1.encode_signal(signal[:1000])
+    assert vq1(signals=torch.from_numpy(signal[:1000]))["input_ids"] == single["input_ids"][0].tolist()
     with pytest.raises(ValueError, match="either text or signals"):
         vq1("x", signals=signal)
 

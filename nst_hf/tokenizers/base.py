@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import fields
 
 import numpy as np
 from transformers import BatchEncoding, PreTrainedTokenizer
@@ -36,13 +37,37 @@ logger = logging.getLogger(__name__)
 
 PREPROCESSOR_FILE = "bwav_preprocessor_config.json"
 TRAINING_FILE = "bwav_training.json"
-DEFAULT_MAX_LENGTH = 2**31 - 1
+#: transformers' "no limit" (``VERY_LARGE_INTEGER``): above 1e20 it skips ``padding="max_length"`` without a
+#: ``max_length`` instead of allocating that many positions.
+DEFAULT_MAX_LENGTH = int(1e30)
+#: What nst_hf 0.1 saved as "no limit"; read as :data:`DEFAULT_MAX_LENGTH`.
+_OLD_NO_LIMIT = 2**31 - 1
 #: Sampling rates (Hz) a nanopore read can plausibly have; others are damaged metadata, refused per read.
 PLAUSIBLE_SAMPLING_RATES = (500.0, 100_000.0)
 #: The most a resampling may lengthen a read (a damaged rate must not turn a read into millions of tokens).
 MAX_RESAMPLE_GROWTH = 10.0
 #: Samples gathered from many reads before one batched encoding pass.
 DEFAULT_BATCH_SAMPLES = 1_000_000
+
+
+#: Keyword arguments of :meth:`NstBaseTokenizer.encode_signal` that override the saved preprocessing.
+_OVERRIDABLE = {f.name for f in fields(PreprocessingConfig)} | {"do_normalize"}
+
+
+def _signal_batch(signals) -> tuple[list[np.ndarray], bool]:
+    """``(list of 1-D signals, whether one signal was given)`` from an array, a tensor or a list of them."""
+    def as_array(signal):
+        return signal.detach().cpu().numpy() if hasattr(signal, "detach") else np.asarray(signal)
+
+    if isinstance(signals, (list, tuple)):
+        return [as_array(s) for s in signals], False
+    array = as_array(signals)
+    if array.ndim == 1:
+        return [array], True
+    if array.ndim == 2:
+        return list(array), False
+    raise InvalidSignalError(f"signals= takes a 1-D signal, a list of them or a 2-D [batch, samples] array, "
+                             f"got an array of shape {array.shape}")
 
 
 class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
@@ -74,7 +99,8 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
             kwargs.pop(key, None)
         for name, token in SPECIAL_TOKENS.items():
             kwargs.setdefault(name, token)
-        kwargs.setdefault("model_max_length", DEFAULT_MAX_LENGTH)
+        if kwargs.get("model_max_length") in (None, _OLD_NO_LIMIT):
+            kwargs["model_max_length"] = DEFAULT_MAX_LENGTH
         kwargs.setdefault("auto_map", {"AutoTokenizer": [f"tokenization_nst_hf.{type(self).__name__}", None]})
         super().__init__(codebook_size=self.codebook_size, num_quantizers=self.num_quantizers,
                          bwav_kind=self.bwav_kind, special_tokens_pattern=special_tokens_pattern, **kwargs)
@@ -320,10 +346,17 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
         return list(thread_pool("preprocess", threads).map(one, pairs))
 
     def encode_signal(self, signal_pa, token_type: str | None = None, sampling_rate: float | None = None,
-                      resample: bool = False, **overrides) -> list[int]:
-        """Token ids of one pA signal (VQ/K-Means: the codes; RVQ: ``level * K + code``)."""
+                      resample: bool = False, **kwargs) -> list[int]:
+        """Token ids of one pA signal (VQ/K-Means: the codes; RVQ: ``level * K + code``).
+
+        Like ``tokenizer.encode(text)``, it takes the text path's arguments (``truncation``, ``max_length``,
+        ``padding``, ...); preprocessing fields (``median_kernel=``, ``do_normalize=``) override the saved
+        preprocessing for this call.
+        """
+        overrides = {key: kwargs.pop(key) for key in list(kwargs) if key in _OVERRIDABLE}
         (codes,) = self.encode_signals_to_codes([signal_pa], [sampling_rate], token_type, resample, **overrides)
-        return codes_to_ids(codes, self.codebook_size, self.is_rvq).tolist()
+        ids = codes_to_ids(codes, self.codebook_size, self.is_rvq).tolist()
+        return super().__call__(ids or "", **kwargs)["input_ids"] if kwargs else ids
 
     def signal_to_text(self, signal_pa, token_type: str | None = None, sampling_rate: float | None = None,
                        resample: bool = False, **overrides) -> str:
@@ -332,23 +365,32 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
         return codes_to_text(codes, self.is_rvq)
 
     def __call__(self, text=None, *args, signals=None, sampling_rate=None, token_type: str | None = None,
-                 return_tensors=None, padding=False, resample: bool = False, **kwargs) -> BatchEncoding:
-        """Text → ids as any tokenizer; ``signals=`` (one array or a list) → ``input_ids`` + ``attention_mask``."""
+                 resample: bool = False, **kwargs) -> BatchEncoding:
+        """Text → ids as any tokenizer; ``signals=`` → the same :class:`~transformers.BatchEncoding` for pA signals.
+
+        ``signals`` is one 1-D array, a list of them (NumPy or torch) or a 2-D ``[batch, samples]`` array.
+        Every text-path argument means the same here (``padding``, ``truncation``, ``max_length``,
+        ``pad_to_multiple_of``, ``padding_side``, ``return_attention_mask``, ``return_tensors``,
+        ``return_length``, ...): the signals' ids go through the same code. Without ``sampling_rate`` the
+        tokenizer's own rate is assumed, with a warning the first time.
+        """
         if signals is None:
-            return super().__call__(text, *args, return_tensors=return_tensors, padding=padding, **kwargs)
-        if text is not None:
+            return super().__call__(text, *args, **kwargs)
+        if text is not None or args:
             raise ValueError("pass either text or signals=, not both")
-        single = not isinstance(signals, (list, tuple))
-        batch = [signals] if single else list(signals)
-        batch = [s.detach().cpu().numpy() if hasattr(s, "detach") else s for s in batch]
+        batch, single = _signal_batch(signals)
+        if sampling_rate is None:
+            self._warn_assumed_rate()
         codes = self.encode_signals_to_codes(batch, sampling_rate, token_type, resample)
-        ids = [codes_to_ids(c, self.codebook_size, self.is_rvq).tolist() for c in codes]
-        encoding = {"input_ids": ids, "attention_mask": [[1] * len(i) for i in ids]}
-        if single:
-            return BatchEncoding({k: v[0] for k, v in encoding.items()}, tensor_type=return_tensors)
-        if padding:
-            return self.pad(encoding, padding=padding, return_tensors=return_tensors)
-        return BatchEncoding(encoding, tensor_type=return_tensors)
+        ids = [codes_to_ids(c, self.codebook_size, self.is_rvq).tolist() or "" for c in codes]  # "" = no tokens
+        return super().__call__(ids[0] if single else ids, **kwargs)
+
+    def _warn_assumed_rate(self) -> None:
+        if self.sampling_rate is None or getattr(self, "_warned_assumed_rate", False):
+            return
+        self._warned_assumed_rate = True
+        logger.warning("no sampling_rate given: assuming this tokenizer's %g Hz; pass sampling_rate= so that reads "
+                       "at another rate are refused (or resampled with resample=True)", self.sampling_rate)
 
     # ------------------------------------------------------------------ identity
 
