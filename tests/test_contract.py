@@ -263,3 +263,25 @@ def test_a_missing_sampling_rate_warns_once_naming_the_rate(tiny_vq, make_pa_sig
     warnings = [r.getMessage() for r in caplog.records if "no sampling_rate" in r.getMessage()]
     assert len(warnings) == 1 and f"{tok.sampling_rate:g} Hz" in warnings[0]
     assert first == tok(signals=signal, sampling_rate=tok.sampling_rate)["input_ids"]
+
+
+@pytest.mark.slow
+def test_the_model_cards_snippet_runs_when_pasted(tiny_tokenizers, tmp_path):
+    """Each kind's card: its code block, pasted as it is (only the reads file named), loads the saved tokenizer and
+    tokenizes the shipped sample file."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = tmp_path / "tok"
+    tiny_tokenizers.save_pretrained(folder, repo_id=str(folder))
+    card = (folder / "README.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    sample = Path(__file__).resolve().parents[1] / "examples" / "data" / "sample.pod5"
+    assert '"reads.pod5"' in block and f'from_pretrained("{folder}")' in block
+    script = block.replace('"reads.pod5"', repr(str(sample))) + "\nprint(len(ids), text[:7])\n"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    count, start = result.stdout.split()[-2:]
+    assert int(count) > 0 and start == "<|bwav:"

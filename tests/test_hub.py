@@ -140,19 +140,32 @@ def test_model_card_and_push_to_hub(saved, vq1, tmp_path):
             self.calls = []
 
         def create_repo(self, repo_id, **kwargs):
-            self.calls.append(("create_repo", repo_id))
+            self.calls.append(("create_repo", repo_id, kwargs.get("private")))
 
         def upload_folder(self, repo_id, folder_path, **kwargs):
-            self.calls.append(("upload_folder", repo_id, sorted(os.listdir(folder_path))))
+            self.calls.append(("upload_folder", repo_id, sorted(os.listdir(folder_path)), kwargs))
             self.card = Path(folder_path, "README.md").read_text()
             return "commit-url"
 
     api = FakeApi()
-    assert vq1.push_to_hub("org/bwav-vq", api=api) == "commit-url"
-    assert api.calls[0] == ("create_repo", "org/bwav-vq")
-    uploaded = api.calls[1][2]
+    assert vq1.push_to_hub("org/bwav-vq", api=api, create_pr=True, commit_message="m", commit_description="d",
+                           revision="dev", private=True, tags=["my-tag"]) == "commit-url"
+    assert api.calls[0] == ("create_repo", "org/bwav-vq", True)
+    _, repo, uploaded, forwarded = api.calls[1]
     assert {"README.md", "bwav_tokenizer.safetensors", "tokenizer_config.json", "tokenization_nst_hf.py"} <= set(uploaded)
+    assert forwarded == {"repo_type": "model", "commit_message": "m", "commit_description": "d", "revision": "dev",
+                         "create_pr": True}
     assert "library_name: nst_hf" in api.card and "| codebook size | 8192 |" in api.card
+    assert 'from_pretrained("org/bwav-vq")' in api.card and "THIS_REPO" not in api.card and "- my-tag" in api.card
+    assert "pipeline_tag" not in api.card
+    assert "license:" not in api.card and "licence is that of the original" in api.card  # a converted checkpoint
+
+    pushed = FakeApi()
+    vq1.save_pretrained(tmp_path / "local", push_to_hub=True, repo_id="org/other", api=pushed, create_pr=True)
+    assert (tmp_path / "local" / "README.md").exists()
+    assert pushed.calls[1][1] == "org/other" and pushed.calls[1][3]["create_pr"] is True
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        vq1.push_to_hub("org/x", api=FakeApi(), commit_mesage="typo")
 
 
 def test_convert_cli(checkpoints, tmp_path, signal, vq1):

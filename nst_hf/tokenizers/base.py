@@ -50,6 +50,9 @@ MAX_RESAMPLE_GROWTH = 10.0
 DEFAULT_BATCH_SAMPLES = 1_000_000
 
 
+#: What ``save_pretrained(..., push_to_hub=True)`` forwards to :meth:`NstBaseTokenizer.push_to_hub`.
+_PUSH_ARGUMENTS = ("repo_id", "commit_message", "commit_description", "private", "token", "revision", "create_pr",
+                   "tags", "api")
 #: Keyword arguments of :meth:`NstBaseTokenizer.encode_signal` that override the saved preprocessing.
 _OVERRIDABLE = {f.name for f in fields(PreprocessingConfig)} | {"do_normalize"}
 
@@ -477,32 +480,47 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
         self.preprocessing.save(path)
         return path
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Write the tokenizer folder plus ``tokenizer.json``, the remote-code shim and a model card."""
+    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
+        """Write the tokenizer folder plus ``tokenizer.json``, the remote-code shim and a model card.
+
+        With ``push_to_hub=True`` the folder is then uploaded as by :meth:`push_to_hub` (``repo_id``
+        defaults to the folder's name; ``commit_message``, ``commit_description``, ``create_pr``,
+        ``revision``, ``private``, ``token`` and ``tags`` are forwarded), as in transformers.
+        """
         from nst_hf.tokenizers.hub_files import write_model_card, write_remote_code_shim, write_tokenizers_json
 
-        push_to_hub = kwargs.pop("push_to_hub", False)
+        push = {key: kwargs.pop(key) for key in _PUSH_ARGUMENTS if key in kwargs}
+        card_repo, tags = push.get("repo_id"), push.get("tags")
         files = super().save_pretrained(save_directory, *args, **kwargs)
         write_tokenizers_json(self, save_directory)
         write_remote_code_shim(save_directory)
-        write_model_card(self, save_directory)
+        write_model_card(self, save_directory, card_repo, tags)
         if push_to_hub:
-            raise ValueError("use tokenizer.push_to_hub(repo_id) to publish (it uploads the model card too)")
+            repo_id = push.pop("repo_id", None) or os.path.basename(os.path.abspath(save_directory))
+            self.push_to_hub(repo_id, **push)
         return files
 
-    def push_to_hub(self, repo_id: str, commit_message: str = "Upload nst_hf tokenizer", private: bool | None = None,
-                    token: str | None = None, revision: str | None = None, api=None, **kwargs):
-        """Save to a temporary folder and upload it whole (tokenizer files, weights, shim, model card)."""
+    def push_to_hub(self, repo_id: str, commit_message: str | None = None, commit_description: str | None = None,
+                    private: bool | None = None, token: str | None = None, revision: str | None = None,
+                    create_pr: bool = False, tags: list[str] | None = None, api=None, **kwargs):
+        """Save to a temporary folder and upload it whole (tokenizer files, weights, shim, model card).
+
+        The arguments mean what they mean in transformers: ``create_pr=True`` opens a pull request instead
+        of committing to ``revision``; ``tags`` go into the model card. Returns the commit information.
+        """
         import tempfile
 
         from huggingface_hub import HfApi
 
+        if kwargs:
+            raise TypeError(f"push_to_hub() got unexpected arguments {sorted(kwargs)}")
         api = api or HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp)
-            return api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
-                                     revision=revision, repo_type="model")
+            self.save_pretrained(tmp, repo_id=repo_id, tags=tags)
+            return api.upload_folder(repo_id=repo_id, folder_path=tmp, repo_type="model",
+                                     commit_message=commit_message or f"Upload {type(self).__name__}",
+                                     commit_description=commit_description, revision=revision, create_pr=create_pr)
 
     # model-card facts each subclass fills in
     def card_facts(self) -> dict:

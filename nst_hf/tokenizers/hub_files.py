@@ -60,8 +60,12 @@ def write_remote_code_shim(save_directory) -> str:
     return path
 
 
-def render_model_card(tokenizer) -> str:
-    """Model card text (YAML metadata + description) from the template of the tokenizer's kind."""
+def render_model_card(tokenizer, repo_id: str | None = None, tags: list[str] | None = None) -> str:
+    """Model card text (YAML metadata + description) from the template of the tokenizer's kind.
+
+    ``repo_id`` is the name the card's snippet loads (the Hub repo when pushed, else the folder name);
+    ``tags`` are added to nst_hf's own. The licence is stated only when the training record knows it.
+    """
     from huggingface_hub import ModelCard, ModelCardData
 
     facts = tokenizer.card_facts()
@@ -84,17 +88,20 @@ def render_model_card(tokenizer) -> str:
         "training_command": training.get("command", "n/a"),
         "evaluation": training.get("evaluation", "Not evaluated yet: run `nst-hf evaluate` on held-out reads."),
         "nst_hf_version": __version__,
+        "repo_id": repo_id or "path/to/this/folder",
     }
-    data = ModelCardData(library_name="nst_hf", license=training.get("license", "mit"),
-                         tags=["nanopore", "signal-tokenizer", "bwav", f"nst-{facts['kind']}"],
-                         pipeline_tag="feature-extraction")
+    own_tags = ["nanopore", "signal-tokenizer", "bwav", f"nst-{facts['kind']}"]
+    # no pipeline_tag: the Hub's widgets cannot run a signal tokenizer
+    data = ModelCardData(library_name="nst_hf", license=training.get("license"),
+                         tags=own_tags + [t for t in (tags or []) if t not in own_tags])
     card = ModelCard.from_template(data, template_str=template, **values)
     return str(card)
 
 
-def write_model_card(tokenizer, save_directory) -> str:
+def write_model_card(tokenizer, save_directory, repo_id: str | None = None, tags: list[str] | None = None) -> str:
     """Render the model card into ``save_directory/README.md``; return its path."""
     path = os.path.join(save_directory, "README.md")
-    atomic_write_text(path, render_model_card(tokenizer))
+    atomic_write_text(path, render_model_card(tokenizer, repo_id or os.path.basename(os.path.abspath(save_directory)),
+                                              tags))
     return path
 

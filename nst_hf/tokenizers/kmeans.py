@@ -121,7 +121,8 @@ class NstKMeansTokenizer(NstBaseTokenizer):
 
         centroids, dimension, stride = load_upstream_centroids(path, dimension, stride, trust_pickle)
         origin = source or Path(path).name
-        info = {"description": f"Converted from the earlier nanopore_signal_tokenizer centroids `{origin}`."}
+        info = {"description": f"Converted from the earlier nanopore_signal_tokenizer centroids `{origin}`. Its licence is that of the original "
+                                "file, which is not recorded here."}
         return cls(centroids=centroids, dimension=dimension, stride=stride, training_info=info,
                    preprocessing=PreprocessingConfig(kmeans_chain=True, sampling_rate=sampling_rate),
                    name_or_path=str(path), **kwargs)

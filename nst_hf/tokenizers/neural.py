@@ -135,7 +135,8 @@ class _NeuralTokenizer(NstBaseTokenizer):
         model = model or load_upstream_model(path)
         preprocessing = preprocessing or PreprocessingConfig(sampling_rate=sampling_rate)
         origin = source or Path(path).name
-        info = {"description": f"Converted from the earlier nanopore_signal_tokenizer checkpoint `{origin}`."}
+        info = {"description": f"Converted from the earlier nanopore_signal_tokenizer checkpoint `{origin}`. Its licence is that of the original "
+                                "file, which is not recorded here."}
         return cls(model=model, preprocessing=preprocessing, training_info=info, name_or_path=str(path), **kwargs)
 
     def to(self, device: str | torch.device):
