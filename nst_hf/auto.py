@@ -29,8 +29,11 @@ def load_tokenizer(name_or_path: str = "default", **kwargs):
     if found is not None:
         return from_upstream_file(found.path, found.source, kwargs)
     location.pop("filename", None)
+    name = cached_snapshot(str(name_or_path), location) or resolve_builtin(str(name_or_path))
+    if name != str(name_or_path):
+        location = {k: v for k, v in location.items() if k == "subfolder"}
     kwargs.update(location)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_builtin(str(name_or_path)), **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
     if not isinstance(tokenizer, NstBaseTokenizer):
         from nst_hf.errors import CheckpointError
 
@@ -55,3 +58,25 @@ def from_upstream_file(path: Path, source: str | None, kwargs: dict):
     model = load_upstream_model(path)
     cls = NstRVQTokenizer if model.config.architecture == "rvq" else NstVQTokenizer
     return cls.from_upstream(path, model=model, source=source, **kwargs)
+
+
+def cached_snapshot(name: str, location: dict) -> str | None:
+    """Offline (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``), the cached snapshot folder of the repo id
+    ``name``, found as ``hf download`` leaves it (``refs/<revision>`` → ``snapshots/<sha>``); else ``None``.
+
+    ``AutoTokenizer`` alone cannot load such a cache for a repo without ``config.json`` (it has no record that
+    the file is absent), while the snapshot folder loads like any folder.
+    """
+    from huggingface_hub import constants, snapshot_download
+
+    from nst_hf.models.upstream_source import looks_like_repo_id
+
+    if Path(name).exists() or not looks_like_repo_id(name):
+        return None
+    if not (location.get("local_files_only") or constants.HF_HUB_OFFLINE):
+        return None
+    try:
+        return snapshot_download(name, revision=location.get("revision"), cache_dir=location.get("cache_dir"),
+                                 local_files_only=True)
+    except Exception:  # not cached: transformers' own error says so
+        return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -276,3 +277,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _uses_shared(item):
             item.add_marker(pytest.mark.shared)
+
+
+# ---------------------------------------------------------------------------- a Hub cache as `hf download` writes it
+
+SHA = "4f1c" * 10
+
+
+def hf_download_cache(cache: Path, repo_id: str, files: dict[str, Path], sha: str = SHA) -> Path:
+    """Lay ``files`` ({name in repo: source file}) out as ``hf download`` does; return the snapshot folder."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / sha
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    for name, source in files.items():
+        data = Path(source).read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(sha)
+    return snapshot

@@ -213,3 +213,35 @@ def test_tokenizer_pickles_for_worker_processes(kmeans, vq1, signal):
     for tok in (kmeans, vq1):
         clone = pickle.loads(pickle.dumps(tok))
         assert clone.signal_to_text(signal) == tok.signal_to_text(signal)
+
+
+def test_repo_ids_load_offline_from_a_cache_as_hf_download_writes_it(tmp_path, signal, vq1):
+    """No `.no_exist` markers: classes, load_tokenizer, AutoTokenizer (repos saved with config.json) and the CLI."""
+    from conftest import hf_download_cache
+
+    new = tmp_path / "new"
+    vq1.save_pretrained(new)
+    assert json.loads((new / "config.json").read_text()) == {"model_type": "nst_bwav"}
+    old = tmp_path / "old"  # as pushed by nst_hf 0.1: no config.json
+    vq1.save_pretrained(old)
+    (old / "config.json").unlink()
+    cache = tmp_path / "hub"
+    hf_download_cache(cache, "org/new", {p.name: p for p in new.iterdir()})
+    hf_download_cache(cache, "org/old", {p.name: p for p in old.iterdir()})
+    assert not list(cache.rglob(".no_exist"))
+    np.save(tmp_path / "x.npy", signal)
+    code = ("import sys, json, numpy as np, nst_hf\nfrom transformers import AutoTokenizer\n"
+            "x = np.load(sys.argv[1])\n"
+            "toks = [nst_hf.load_tokenizer('org/old'), nst_hf.NstVQTokenizer.from_pretrained('org/old'),\n"
+            "        nst_hf.load_tokenizer('org/new'), AutoTokenizer.from_pretrained('org/new')]\n"
+            "print(json.dumps([[type(t).__name__, t.signal_to_text(x)] for t in toks]))\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.npy")], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    expected = vq1.signal_to_text(signal)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [["NstVQTokenizer", expected]] * 4
+    inspect = subprocess.run([sys.executable, "-m", "nst_hf", "inspect", "org/old", "--json"], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert inspect.returncode == 0, inspect.stderr
+    assert json.loads(inspect.stdout)["codebook_size"] == vq1.codebook_size

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -17,24 +16,7 @@ import torch
 import nst_hf
 from nst_hf.errors import CheckpointError
 
-SHA = "4f1c" * 10
-
-
-def hf_download_cache(cache: Path, repo_id: str, files: dict[str, Path], sha: str = SHA) -> Path:
-    """Lay ``files`` ({name in repo: source file}) out as ``hf download`` does; return the snapshot folder."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / sha
-    (repo / "blobs").mkdir(parents=True, exist_ok=True)
-    for name, source in files.items():
-        data = Path(source).read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        link = snapshot / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(sha)
-    return snapshot
+from conftest import SHA, hf_download_cache
 
 
 @pytest.fixture

@@ -37,6 +37,11 @@ class UpstreamFile:
         return self.path.suffix in CENTROID_SUFFIXES
 
 
+def looks_like_repo_id(name: str) -> bool:
+    """Whether ``name`` has the shape of a Hub repo id (``org/name`` or ``name``)."""
+    return bool(_REPO_ID.match(name))
+
+
 def pop_location(kwargs: dict) -> dict:
     """Remove and return the location arguments of ``kwargs`` (``filename=``, ``revision=``, ...)."""
     return {key: kwargs.pop(key) for key in LOCATION_KWARGS if key in kwargs}

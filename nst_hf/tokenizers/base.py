@@ -481,13 +481,16 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
         return path
 
     def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
-        """Write the tokenizer folder plus ``tokenizer.json``, the remote-code shim and a model card.
+        """Write the tokenizer folder plus ``tokenizer.json``, the remote-code shim, a model card and (unless the
+        folder has one, e.g. an LM's) a ``config.json`` naming ``model_type: nst_bwav``, which lets
+        ``AutoTokenizer`` load the repo offline from a cache that ``hf download`` wrote.
 
         With ``push_to_hub=True`` the folder is then uploaded as by :meth:`push_to_hub` (``repo_id``
         defaults to the folder's name; ``commit_message``, ``commit_description``, ``create_pr``,
         ``revision``, ``private``, ``token`` and ``tags`` are forwarded), as in transformers.
         """
-        from nst_hf.tokenizers.hub_files import write_model_card, write_remote_code_shim, write_tokenizers_json
+        from nst_hf.tokenizers.hub_files import (write_marker_config, write_model_card, write_remote_code_shim,
+                                                 write_tokenizers_json)
 
         push = {key: kwargs.pop(key) for key in _PUSH_ARGUMENTS if key in kwargs}
         card_repo, tags = push.get("repo_id"), push.get("tags")
@@ -495,6 +498,7 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
         write_tokenizers_json(self, save_directory)
         write_remote_code_shim(save_directory)
         write_model_card(self, save_directory, card_repo, tags)
+        write_marker_config(save_directory)
         if push_to_hub:
             repo_id = push.pop("repo_id", None) or os.path.basename(os.path.abspath(save_directory))
             self.push_to_hub(repo_id, **push)

@@ -105,3 +105,16 @@ def write_model_card(tokenizer, save_directory, repo_id: str | None = None, tags
                                               tags))
     return path
 
+
+def write_marker_config(save_directory) -> str | None:
+    """``config.json`` = ``{"model_type": "nst_bwav"}`` unless the folder already has a ``config.json``.
+
+    Offline, ``AutoTokenizer.from_pretrained(repo_id)`` first looks for the repo's ``config.json``; a cache
+    written by ``hf download`` has neither that file nor the "not on the Hub" marker an online load leaves,
+    so without it the load fails with "couldn't connect".
+    """
+    path = os.path.join(save_directory, "config.json")
+    if os.path.exists(path):
+        return None
+    atomic_write_text(path, '{\n  "model_type": "nst_bwav"\n}\n')
+    return path
