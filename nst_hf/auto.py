@@ -23,6 +23,7 @@ def load_tokenizer(name_or_path: str = "default", **kwargs):
 
     path = Path(str(name_or_path))
     if path.is_file():
+        pop_location(kwargs)
         return from_upstream_file(path, None, kwargs)
     location = pop_location(kwargs)
     found = find_upstream_file(resolve_builtin(str(name_or_path)), "any", **location)

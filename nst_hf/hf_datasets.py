@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from nst_hf.errors import NstHfError
 from nst_hf.io import SignalRecord, find_signal_files, open_reads
 from nst_hf.tokenizers.vocab import codes_to_ids, codes_to_text
 
@@ -58,14 +59,24 @@ def reads_to_dataset(paths, read_ids: Iterable[str] | None = None, on_error: str
     """
     from datasets import Dataset
 
+    from datasets.exceptions import DatasetGenerationError
+
     files = [str(p) for p in find_signal_files(paths)]
     read_ids = sorted(read_ids) if read_ids is not None else None
-    return Dataset.from_generator(
-        _generate_reads, features=read_features(), gen_kwargs={"files": files, "read_ids": read_ids,
-                                                               "on_error": on_error},
-        num_proc=num_proc, writer_batch_size=writer_batch_size, cache_dir=cache_dir,
-        fingerprint=_fingerprint(files, read_ids, on_error),
-    )
+    try:
+        return Dataset.from_generator(
+            _generate_reads, features=read_features(), gen_kwargs={"files": files, "read_ids": read_ids,
+                                                                   "on_error": on_error},
+            num_proc=num_proc, writer_batch_size=writer_batch_size, cache_dir=cache_dir,
+            fingerprint=_fingerprint(files, read_ids, on_error),
+        )
+    except DatasetGenerationError as exc:  # datasets wraps the reader's error: surface nst_hf's own
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, NstHfError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause.with_traceback(None) from None
 
 
 def _limit_threads_in_worker(num_threads: int | None) -> None:

@@ -133,7 +133,7 @@ def test_sampling_rate_and_the_source_reach_the_model_card(offline_hub, sources,
     assert tok.sampling_rate == 4000
     tok.save_pretrained(tmp_path / "saved")
     card = (tmp_path / "saved" / "README.md").read_text()
-    assert "rvq_nq4_cb1024.pth of the Hub repo someone/rvq (revision main)" in card
+    assert f"rvq_nq4_cb1024.pth of the Hub repo someone/rvq (revision {SHA})" in card  # the commit, not "main"
     assert nst_hf.load_tokenizer(tmp_path / "saved").fingerprint() == tok.fingerprint()
 
 
@@ -154,7 +154,7 @@ def _cli(*args, cache: Path):
 
 
 @pytest.mark.slow
-def test_cli_tokenize_and_convert_take_a_repo_id(tmp_path, sources, real_dir):
+def test_cli_tokenize_and_convert_take_a_repo_id(tmp_path, sources):
     cache = tmp_path / "hub"
     hf_download_cache(cache, "someone/rvq", {"rvq_nq4_cb1024.pth": sources["rvq"]})
     sample = Path(__file__).resolve().parents[1] / "examples" / "data" / "sample.fast5"
@@ -171,7 +171,7 @@ def test_cli_tokenize_and_convert_take_a_repo_id(tmp_path, sources, real_dir):
     assert tok.sampling_rate == 4000
     assert tok.model.state_dict().keys() == nst_hf.NstRVQTokenizer.from_pretrained(sources["rvq"]).model.state_dict().keys()
     missing = _cli("convert", "someone/absent", tmp_path / "out2", cache=cache)
-    assert missing.returncode == 1 and "no upstream checkpoint" in missing.stderr
+    assert missing.returncode == 1 and "no such file or folder, nor a Hub repo" in missing.stderr
 
 
 def test_online_the_repo_is_listed_and_only_the_one_file_is_fetched(monkeypatch, sources):
@@ -197,3 +197,56 @@ def test_online_the_repo_is_listed_and_only_the_one_file_is_fetched(monkeypatch,
     assert calls == [("list", "someone/online", "v1", "hf_x"),
                      ("download", "someone/online", "weights/rvq_nq4_cb1024.pth", None, "v1", "hf_x", False)]
     assert tok.fingerprint() == nst_hf.NstRVQTokenizer.from_pretrained(sources["rvq"]).fingerprint()
+
+
+def test_loading_arguments_are_never_saved_with_the_tokenizer(offline_hub, sources, tmp_path):
+    """A Hub token (or any other loading argument) must not end up in tokenizer_config.json and so on the Hub."""
+    hf_download_cache(offline_hub, "someone/rvq", {"rvq_nq4_cb1024.pth": sources["rvq"]})
+    secret = {"token": "hf_SECRET", "revision": SHA, "force_download": False, "proxies": {"https": "p"},
+              "trust_remote_code": True}
+    loaded = [nst_hf.load_tokenizer(sources["vq0"], filename="x.pth", **secret),
+              nst_hf.NstVQTokenizer.from_pretrained(sources["vq0"], **secret),
+              nst_hf.NstRVQTokenizer.from_pretrained("someone/rvq", **secret),
+              nst_hf.load_tokenizer("someone/rvq", **secret),
+              nst_hf.NstKMeansTokenizer.from_pretrained(sources["centroids"], stride=8, **secret)]
+    for index, tok in enumerate(loaded):
+        tok.save_pretrained(tmp_path / str(index))
+        config = (tmp_path / str(index) / "tokenizer_config.json").read_text()
+        assert "hf_SECRET" not in config and "proxies" not in config and "trust_remote_code" not in config, index
+
+
+def test_a_local_folder_is_looked_at_one_level_deep(tmp_path, sources):
+    folder = tmp_path / "run"
+    (folder / "checkpoints" / "deeper").mkdir(parents=True)
+    (folder / "checkpoints" / "vq.pth").write_bytes(sources["vq0"].read_bytes())
+    (folder / "checkpoints" / "deeper" / "other.pth").write_bytes(sources["vq2"].read_bytes())  # not looked at
+    (folder / "training_args.bin").write_bytes(b"not the earlier tool's")  # transformers' Trainer file: ignored
+    tok = nst_hf.load_tokenizer(folder)
+    assert tok.fingerprint() == nst_hf.NstVQTokenizer.from_pretrained(sources["vq0"]).fingerprint()
+    assert "`checkpoints/vq.pth`" in tok.training_info["description"]  # relative, no build-machine path
+    sub = nst_hf.NstVQTokenizer.from_pretrained(folder, subfolder="checkpoints/deeper")
+    assert sub.fingerprint() == nst_hf.NstVQTokenizer.from_pretrained(sources["vq2"]).fingerprint()
+    with pytest.raises(CheckpointError, match="has no file '../x.pth'"):
+        nst_hf.load_tokenizer(folder, filename="../x.pth")
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(CheckpointError, match="notes.txt .* is not an upstream checkpoint"):
+        nst_hf.NstVQTokenizer.from_pretrained(folder, filename="notes.txt")
+
+
+def test_a_saved_tokenizer_in_a_repo_subfolder_is_pointed_to(offline_hub, sources, tmp_path):
+    saved = tmp_path / "saved"
+    nst_hf.NstVQTokenizer.from_pretrained(sources["vq0"]).save_pretrained(saved)
+    files = {f"tok/{p.name}": p for p in saved.iterdir()} | {"legacy/old.pth": sources["vq2"]}
+    hf_download_cache(offline_hub, "someone/nested", files)
+    with pytest.raises(CheckpointError, match="saved tokenizer in tok/: pass subfolder='tok'"):
+        nst_hf.NstVQTokenizer.from_pretrained("someone/nested")
+    tok = nst_hf.NstVQTokenizer.from_pretrained("someone/nested", subfolder="tok")
+    assert tok.fingerprint() == nst_hf.NstVQTokenizer.from_pretrained(sources["vq0"]).fingerprint()
+
+
+def test_names_that_are_no_repo_id_are_not_looked_up(tmp_path):
+    from nst_hf.models.upstream_source import looks_like_repo_id
+
+    assert looks_like_repo_id("org/name") and looks_like_repo_id("name.v2")
+    for name in ("my--run", "runs/tok.", "a/b.git", "/abs/path", "a/b/c", "", "x" * 200):
+        assert not looks_like_repo_id(name), name

@@ -38,9 +38,12 @@ def convert(source, output, kind: str = "auto", sampling_rate=None, stride=None,
         found_path, origin = path, None
     else:
         found = find_upstream_file(str(source), where, filename=filename, revision=revision)
+        if found is None and not path.exists():
+            raise FileNotFoundError(f"{source}: no such file or folder, nor a Hub repo of that name (offline: not in "
+                                    "the cache)")
         if found is None:
-            raise CheckpointError(f"{source}: no upstream checkpoint (.pth/.pt/.ckpt/.bin) or centroids (.npy/.npz) "
-                                  "found there (a folder written by save_pretrained needs no conversion)")
+            raise CheckpointError(f"{source}: no upstream checkpoint (.pth/.pt/.ckpt) or centroids (.npy/.npz) found "
+                                  "there (a folder written by save_pretrained needs no conversion)")
         found_path, origin = found.path, found.source
     tok = _load(found_path, origin, kind, sampling_rate, stride, dimension, trust_pickle)
     tok.save_pretrained(output)

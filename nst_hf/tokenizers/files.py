@@ -8,12 +8,17 @@ from nst_hf.errors import CheckpointError
 
 
 def _root(folder: str) -> str:
-    """The folder files may resolve into: the folder itself, or for a Hub cache snapshot
-    (``models--org--name/snapshots/<sha>/``) the whole repository cache, whose ``blobs/`` hold the files."""
-    parent = os.path.dirname(folder)
-    if os.path.basename(parent) == "snapshots" and os.path.isdir(os.path.join(os.path.dirname(parent), "blobs")):
-        return os.path.dirname(parent)
-    return folder
+    """The folder files may resolve into: the folder itself, or for a folder inside a Hub cache snapshot
+    (``models--org--name/snapshots/<sha>/[subfolder/]``) the whole repository cache, whose ``blobs/`` hold
+    the files."""
+    current = os.path.abspath(folder)
+    while True:
+        parent = os.path.dirname(current)
+        if parent == current:
+            return folder
+        if os.path.basename(parent) == "snapshots" and os.path.isdir(os.path.join(os.path.dirname(parent), "blobs")):
+            return os.path.dirname(parent)
+        current = parent
 
 
 def require_inside_folder(*paths: str | None) -> None:

@@ -102,6 +102,7 @@ class NstKMeansTokenizer(NstBaseTokenizer):
         download)."""
         path = Path(str(pretrained_model_name_or_path))
         if path.suffix in CENTROID_SUFFIXES and path.is_file():
+            pop_location(kwargs)
             return cls.from_upstream(path, **kwargs)
         from nst_hf.pretrained import resolve_builtin
 
@@ -119,6 +120,7 @@ class NstKMeansTokenizer(NstBaseTokenizer):
         """Build from the earlier tool's centroids; ``source`` says where the file came from, for the model card."""
         from nst_hf.models.upstream import load_upstream_centroids
 
+        pop_location(kwargs)  # Hub loading arguments mean nothing here and must not be saved with the tokenizer
         centroids, dimension, stride = load_upstream_centroids(path, dimension, stride, trust_pickle)
         origin = source or Path(path).name
         info = {"description": f"Converted from the earlier nanopore_signal_tokenizer centroids `{origin}`. Its licence is that of the original "

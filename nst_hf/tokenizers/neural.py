@@ -110,6 +110,7 @@ class _NeuralTokenizer(NstBaseTokenizer):
         ``sampling_rate=`` records a converted checkpoint's rate."""
         path = Path(str(pretrained_model_name_or_path))
         if path.suffix in UPSTREAM_SUFFIXES and path.is_file():
+            pop_location(kwargs)
             return cls.from_upstream(path, **kwargs)
         from nst_hf.pretrained import resolve_builtin
 
@@ -132,6 +133,7 @@ class _NeuralTokenizer(NstBaseTokenizer):
         """
         from nst_hf.models.upstream import load_upstream_model
 
+        pop_location(kwargs)  # Hub loading arguments mean nothing here and must not be saved with the tokenizer
         model = model or load_upstream_model(path)
         preprocessing = preprocessing or PreprocessingConfig(sampling_rate=sampling_rate)
         origin = source or Path(path).name
