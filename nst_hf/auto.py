@@ -30,6 +30,13 @@ def load_tokenizer(name_or_path: str = "default", **kwargs):
     if found is not None:
         return from_upstream_file(found.path, found.source, kwargs)
     location.pop("filename", None)
+    folder = path / location["subfolder"] if location.get("subfolder") else path
+    if folder.is_dir() and not (folder / "tokenizer_config.json").exists():
+        from nst_hf.errors import CheckpointError
+
+        raise CheckpointError(f"{folder} holds no nst_hf tokenizer (its tokenizer_config.json is missing) and no "
+                              "upstream checkpoint or centroids; point to a folder written by save_pretrained, or "
+                              "restore tokenizer_config.json")
     name = cached_snapshot(str(name_or_path), location) or resolve_builtin(str(name_or_path))
     if name != str(name_or_path):
         location = {k: v for k, v in location.items() if k == "subfolder"}

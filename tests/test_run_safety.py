@@ -45,9 +45,9 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _cli(*args):
+def _cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "nst_hf", *map(str, args)], capture_output=True, text=True,
-                          errors="replace", timeout=600)
+                          errors="replace", timeout=600, env=env)
 
 
 @pytest.mark.slow
@@ -441,3 +441,39 @@ def test_tokenize_under_skip_exits_0_on_a_folder_of_damaged_files(tmp_path, real
     rows = (tmp_path / "out.jsonl").read_text().splitlines()
     assert report["files"] == len(list(folder.iterdir())) and report["reads"] == len(rows) > 0
     assert report["skipped"] and all(s["reason"] for s in report["skipped"])
+
+
+def test_a_run_that_fails_before_any_part_leaves_nothing_behind(tmp_path, run_folder):
+    """The next run then needs neither --resume nor --overwrite."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.pod5").write_bytes(b"not a pod5 file" * 100)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(Exception):
+        tokenize_inputs([bad], out, tokenizer="default", progress=False)  # on_error="raise": the file fails
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "run"]
+    summary = tokenize_inputs([run_folder], out, tokenizer="default", progress=False)
+    assert summary.reads == 4 and out.exists()
+
+
+def test_cli_errors_name_the_input_and_the_fix(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    sample = Path(__file__).resolve().parents[1] / "examples" / "data" / "sample.pod5"
+    typo = _cli("tokenize", sample, "-o", tmp_path / "o.jsonl", "--tokenizer", "defualt", env=env)
+    assert typo.returncode == 1 and len(typo.stderr.strip().splitlines()) == 1
+    assert "defualt: no such file or folder (did you mean the built-in 'default'?)" in typo.stderr
+    assert "not in the Hub cache" in typo.stderr and "huggingface.co" not in typo.stderr
+    missing = _cli("inspect", "/nonexistent/tokenizer", env=env)
+    assert missing.returncode == 1 and "/nonexistent/tokenizer: no such file or" in missing.stderr
+    assert "Repo id" not in missing.stderr
+    assert not (tmp_path / "o.jsonl.parts").exists() and not (tmp_path / "o.jsonl.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path, real_dir):
+    process = subprocess.Popen([sys.executable, "-m", "nst_hf", "inspect", str(real_dir), "--reads"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.readline()
+    process.stdout.close()  # as `| head -1` does
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 141 and stderr == ""

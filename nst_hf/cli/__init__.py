@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `nst-hf inspect ... | head`: the reader left; end quietly, as `yes | head` does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("nst-hf: interrupted; an interrupted `tokenize` continues with --resume", file=sys.stderr)
         return 130

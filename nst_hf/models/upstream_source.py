@@ -73,10 +73,11 @@ def find_upstream_file(name_or_path, kind: str = "any", filename: str | None = N
                        token=None) -> UpstreamFile | None:
     """The upstream file of ``kind`` (``"neural"``, ``"kmeans"`` or ``"any"``) that ``name_or_path`` holds.
 
-    Returns ``None`` when it names a saved nst_hf tokenizer (a ``tokenizer_config.json``), a file, or
-    something that is neither a folder nor a reachable repo (the caller's normal loading then reports
-    it). Raises :class:`~nst_hf.errors.CheckpointError` for several candidates without ``filename=``,
-    for files of another kind only, for a ``filename`` that is not there, or when the download fails.
+    Returns ``None`` when it names a saved nst_hf tokenizer (a ``tokenizer_config.json``), a file, or a
+    folder or repo without upstream files (the caller's normal loading then reads or reports it). Raises
+    :class:`~nst_hf.errors.CheckpointError` for a name that is no file, folder or Hub repo (offline: none in
+    the cache), for several candidates without ``filename=``, for files of another kind only, for a
+    ``filename`` that is not there, or when the download fails.
     A local folder is looked at one level deep, never walked whole.
     """
     text = os.fspath(name_or_path)
@@ -90,11 +91,8 @@ def find_upstream_file(name_or_path, kind: str = "any", filename: str | None = N
     except OSError as exc:
         raise CheckpointError(f"{text}: cannot be read ({exc.strerror or exc})") from exc
     if not looks_like_repo_id(text):
-        return None
-    listed = _list_repo(text, revision, subfolder, cache_dir, local_files_only, token)
-    if listed is None:
-        return None
-    files, fetch = listed
+        raise CheckpointError(f"{text}: no such file or folder{_did_you_mean(text)}")
+    files, fetch = _list_repo(text, revision, subfolder, cache_dir, local_files_only, token)
     where = f"Hub repo {text}" + (f" (revision {revision})" if revision else "")
     if filename is None and "tokenizer_config.json" in files:
         return None  # a saved nst_hf tokenizer: the normal loading reads it
@@ -185,25 +183,41 @@ def _snapshot_sha(path: Path) -> str | None:
     return None
 
 
+def _did_you_mean(name: str) -> str:
+    from difflib import get_close_matches
+
+    from nst_hf.pretrained import BUILTIN
+
+    close = get_close_matches(name, list(BUILTIN), n=1, cutoff=0.6)
+    return f" (did you mean the built-in {close[0]!r}?)" if close else ""
+
+
 def _list_repo(repo_id: str, revision, subfolder, cache_dir, local_files_only, token):
-    """``(file names under subfolder, fetch(name) -> local path)`` of a Hub repo, or ``None`` if it cannot be
-    found (neither online nor in the cache)."""
+    """``(file names under subfolder, fetch(name) -> local path)`` of a Hub repo; a
+    :class:`~nst_hf.errors.CheckpointError` that says why when it is neither online nor in the cache."""
     from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     offline = bool(local_files_only) or constants.HF_HUB_OFFLINE
     prefix = f"{subfolder}/" if subfolder else ""
-    files = None
+    files, online_error = None, None
     if not offline:
         try:
             files = HfApi(token=token).list_repo_files(repo_id, revision=revision)
-        except (OfflineModeIsEnabled, OSError, ValueError, HfHubHTTPError, *_network_errors()):
-            offline = True  # no network, or no such repo online: the cache may still have it
+        except (OfflineModeIsEnabled, OSError, ValueError, HfHubHTTPError, *_network_errors()) as exc:
+            offline, online_error = True, exc  # no network, or no such repo online: the cache may still have it
     if files is None:
         try:
             snapshot = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True))
-        except (LocalEntryNotFoundError, OSError, ValueError):
-            return None
+        except (LocalEntryNotFoundError, OSError, ValueError) as exc:
+            if online_error is None:
+                why = "offline (HF_HUB_OFFLINE=1 or local_files_only=True), and it is not in the Hub cache"
+            else:
+                hint = " (a private or gated repo needs token=)" if isinstance(online_error, HfHubHTTPError) else ""
+                why = (f"the Hub answered {type(online_error).__name__}: {str(online_error).splitlines()[0][:200]}"
+                       f"{hint}, and it is not in the Hub cache")
+            raise CheckpointError(f"{repo_id}: no such file or folder{_did_you_mean(repo_id)}, and no Hub repo of "
+                                  f"that name: {why}") from exc
         files = [str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()]  # dangling links skipped
     names = sorted(f[len(prefix):] for f in files if f.startswith(prefix))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,11 +94,16 @@ def tokenize_inputs(inputs, output, tokenizer="default", token_type: str | None 
         args = (fmt, token_type, on_error, return_ids, batch_samples, resample, compressed)
         disable = None if progress is None else not progress  # None: shown on a terminal, quiet in pipes
         keep_freed_memory()
-        if workers <= 1:
-            _tokenize_here(tokenizer, todo, paths["parts"], args, device, batch_windows, record, disable, started)
-        else:
-            _tokenize_in_workers(tokenizer, fingerprint, todo, paths["parts"], args, workers, device, batch_windows,
-                                 record, disable)
+        try:
+            if workers <= 1:
+                _tokenize_here(tokenizer, todo, paths["parts"], args, device, batch_windows, record, disable, started)
+            else:
+                _tokenize_in_workers(tokenizer, fingerprint, todo, paths["parts"], args, workers, device,
+                                     batch_windows, record, disable)
+        except BaseException:
+            if not manifest["parts"]:  # nothing finished: leave nothing behind, so the next run needs no --resume
+                shutil.rmtree(paths["parts"], ignore_errors=True)
+            raise
         summary.seconds = time.perf_counter() - started
         assemble([paths["parts"] / part_name(f) for f in files], output, fmt, paths["report"], summary)
         retire(paths["parts"])
