@@ -65,8 +65,8 @@ def evaluate_tokenizer(tokenizer, inputs: Iterable, token_type: str | None = Non
     return result
 
 
-def plot_read(tokenizer, record, path, max_samples: int = 3000, token_type: str | None = None) -> None:
-    """Draw a read's preprocessed signal, its reconstruction (VQ/RVQ) and its token track to ``path`` (PNG)."""
+def require_matplotlib():
+    """The ``matplotlib`` module (Agg backend), or a clear error naming the extra to install."""
     try:
         import matplotlib
     except ImportError as exc:
@@ -74,9 +74,17 @@ def plot_read(tokenizer, record, path, max_samples: int = 3000, token_type: str 
 
         raise MissingDependencyError("--plot needs matplotlib: pip install 'nst-hf[plot]'") from exc
     matplotlib.use("Agg")
+    return matplotlib
+
+
+def plot_read(tokenizer, record, path, max_samples: int = 3000, token_type: str | None = None,
+              resample: bool = False) -> None:
+    """Draw a read's preprocessed signal, its reconstruction (VQ/RVQ) and its token track to ``path`` (PNG);
+    ``resample=True`` as for tokenizing (a read at another rate than the tokenizer's)."""
+    require_matplotlib()
     import matplotlib.pyplot as plt
 
-    target = tokenizer.preprocess_signal(record.signal_pa, record.sampling_rate)[:max_samples]
+    target = tokenizer.preprocess_signal(record.signal_pa, record.sampling_rate, resample)[:max_samples]
     (codes,) = tokenizer.encode_preprocessed([target], token_type)
     step = tokenizer.samples_per_token
     figure, axes = plt.subplots(2, 1, figsize=(12, 5), sharex=True)

@@ -94,3 +94,15 @@ def test_inspect_tokenizer(capsys, checkpoints):
     info = json.loads(capsys.readouterr().out)
     assert info["class"] == "NstRVQTokenizer" and info["num_quantizers"] == 4 and info["samples_per_token"] == 12
     assert info["vocab_size_with_special_tokens"] == 4100 and info["preprocessing"]["normalization"] == "med_mad"
+
+
+def test_evaluate_plots_with_resample_after_printing_the_report(upstream_dir, tmp_path, capsys):
+    """demo.fast5 is 4 kHz and the default tokenizer 5 kHz: the plot must resample like the evaluation, and come
+    after the report so that a failing plot cannot lose it."""
+    from nst_hf.cli import main
+
+    png = tmp_path / "read.png"
+    assert main(["evaluate", str(upstream_dir / "demo.fast5"), "--resample", "--max-reads", "1", "--json",
+                 "--plot", str(png)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["reads"] == 1 and png.stat().st_size > 10_000

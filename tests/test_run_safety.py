@@ -7,6 +7,7 @@ import dataclasses
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -477,3 +478,9 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path, real_dir):
     process.stdout.close()  # as `| head -1` does
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=300) == 141 and stderr == ""
+
+
+def test_the_progress_bar_has_a_total_and_an_eta(run_folder, tmp_path, capsys):
+    tokenize_inputs([run_folder], tmp_path / "o.jsonl", tokenizer="default", progress=True)
+    err = capsys.readouterr().err
+    assert re.search(r"tokenizing: +\d+%\|", err) and "100%|" in err and "<00:00" in err and "reads=4" in err, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from nst_hf.cli._source import add_source_options, source_kwargs
 
@@ -26,24 +27,25 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from nst_hf.io import open_reads
     from nst_hf.auto import load_tokenizer
-    from nst_hf.evaluate import evaluate_tokenizer, plot_read
+    from nst_hf.evaluate import evaluate_tokenizer, plot_read, require_matplotlib
 
+    if args.plot:
+        require_matplotlib()  # before the evaluation, not after it
     tok = load_tokenizer(args.tokenizer, **source_kwargs(args))
     report = evaluate_tokenizer(tok, args.inputs, args.token_type, args.max_reads, args.resample)
-    if args.plot:
-        with open_reads(args.inputs) as source:
-            plot_read(tok, next(iter(source)), args.plot, token_type=args.token_type)
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
-    print(f"{report['kind']} tokenizer on {report['reads']} reads")
-    for level, stats in report["levels"].items():
-        print(f"  {level}: {stats['tokens']:,} tokens, {stats['codes_used']}/{stats['codebook_size']} codes used "
-              f"({stats['usage']:.1%}), entropy {stats['entropy_bits']:.2f} bits, perplexity {stats['perplexity']:.1f}, "
-              f"top-10 share {stats['top10_share']:.1%}")
-    if "reconstruction" in report:
-        rec = report["reconstruction"]
-        print(f"  reconstruction: MSE {rec['mse']:.4f}, SNR {rec['snr_db']:.2f} dB over {rec['samples']:,} samples")
-    if args.plot:
-        print(f"  plot: {args.plot}")
+    else:
+        print(f"{report['kind']} tokenizer on {report['reads']} reads")
+        for level, stats in report["levels"].items():
+            print(f"  {level}: {stats['tokens']:,} tokens, {stats['codes_used']}/{stats['codebook_size']} codes used "
+                  f"({stats['usage']:.1%}), entropy {stats['entropy_bits']:.2f} bits, perplexity "
+                  f"{stats['perplexity']:.1f}, top-10 share {stats['top10_share']:.1%}")
+        if "reconstruction" in report:
+            rec = report["reconstruction"]
+            print(f"  reconstruction: MSE {rec['mse']:.4f}, SNR {rec['snr_db']:.2f} dB over {rec['samples']:,} samples")
+    if args.plot:  # after the report is out: a failing plot cannot lose it
+        with open_reads(args.inputs, on_error="skip") as source:
+            plot_read(tok, next(iter(source)), args.plot, token_type=args.token_type, resample=args.resample)
+        print(f"plot: {args.plot}", file=sys.stderr if args.json else sys.stdout)
     return 0

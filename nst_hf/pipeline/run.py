@@ -139,21 +139,32 @@ def _recorder(manifest: dict, parts_dir: Path, summary: PipelineSummary, todo: l
 
 def _tokenize_here(tokenizer, todo: list[str], parts_dir: Path, args: tuple, device, batch_windows, record,
                    disable, started: float) -> None:
-    """Tokenize the files one after another in this process, with a reads progress bar."""
+    """Tokenize the files one after another in this process.
+
+    The progress bar counts input bytes, so it has a total and an ETA: each read advances it by its raw size
+    (2 bytes a sample) within its file, and a finished file tops it up to the file's size.
+    """
     from tqdm.auto import tqdm
 
     configure(tokenizer, device, batch_windows)
-    bar = tqdm(unit=" reads", desc="tokenizing", disable=disable)
-    seen = 0
-
-    def on_read(samples: int) -> None:
-        nonlocal seen
-        seen += samples
-        bar.update(1)
-        bar.set_postfix(samples_per_s=f"{seen / (time.perf_counter() - started):.3g}", refresh=False)
-
+    sizes = {file: os.path.getsize(file) for file in todo}
+    bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, unit_divisor=1024, desc="tokenizing",
+               disable=disable)
+    reads = samples = 0
     for file in todo:
+        counted = 0
+
+        def on_read(read_samples: int) -> None:
+            nonlocal reads, samples, counted
+            reads, samples = reads + 1, samples + read_samples
+            step = min(2 * read_samples, sizes[file] - counted)
+            counted += step
+            bar.update(step)
+            bar.set_postfix(reads=reads, samples_per_s=f"{samples / (time.perf_counter() - started):.3g}",
+                            refresh=False)
+
         record(file, tokenize_part(tokenizer, file, str(parts_dir / part_name(file)), *args, on_read=on_read))
+        bar.update(sizes[file] - counted)
     bar.close()
 
 
