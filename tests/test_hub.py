@@ -78,6 +78,7 @@ def test_wrong_kind_empty_folder_and_unknown_repo(saved, tmp_path, monkeypatch):
         nst_hf.NstKMeansTokenizer.from_pretrained("nobody/no-such-tokenizer")
 
 
+@pytest.mark.slow
 def test_repo_id_from_offline_cache(saved, tmp_path, signal, vq1):
     cache = tmp_path / "hub"
     _populate_hub_cache(cache, "nst/bwav-vq-test", saved["vq1"])
@@ -117,13 +118,15 @@ def test_tokenizer_json_works_without_nst_hf(saved, tmp_path, signal, kmeans):
     code = ("import sys, json\nsys.modules['nst_hf'] = None\nfrom transformers import PreTrainedTokenizerFast\n"
             "tok = PreTrainedTokenizerFast.from_pretrained(sys.argv[1])\ntext = open(sys.argv[2]).read()\n"
             "ids = tok(text, add_special_tokens=False).input_ids\n"
-            "print(json.dumps([isinstance(tok, PreTrainedTokenizerFast), ids, tok.decode(ids), tok('zzz').input_ids]))\n")
+            "print(json.dumps([isinstance(tok, PreTrainedTokenizerFast), ids, tok.decode(ids), tok('zzz').input_ids,\n"
+            "                  tok('x y <|bwav:1|>', padding='max_length').input_ids]))\n")
     (tmp_path / "t.txt").write_text(text)
     result = subprocess.run([sys.executable, "-c", code, str(saved["kmeans"]), str(tmp_path / "t.txt")],
                             capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert result.returncode == 0, result.stderr
-    fast, ids, decoded, junk = json.loads(result.stdout.strip().splitlines()[-1])
+    fast, ids, decoded, junk, padded = json.loads(result.stdout.strip().splitlines()[-1])
     assert fast
+    assert padded == [kmeans.unk_token_id, 1]  # one unk per gap, and no 2**31-position padding (aborted in Rust)
     assert ids == kmeans(text).input_ids and decoded == text and junk == [kmeans.unk_token_id]
 
 
@@ -215,6 +218,7 @@ def test_tokenizer_pickles_for_worker_processes(kmeans, vq1, signal):
         assert clone.signal_to_text(signal) == tok.signal_to_text(signal)
 
 
+@pytest.mark.slow
 def test_repo_ids_load_offline_from_a_cache_as_hf_download_writes_it(tmp_path, signal, vq1):
     """No `.no_exist` markers: classes, load_tokenizer, AutoTokenizer (repos saved with config.json) and the CLI."""
     from conftest import hf_download_cache

@@ -96,6 +96,7 @@ def test_light_imports_load_neither_torch_nor_transformers(code):
     assert _loaded_after(code) == {"torch": False, "transformers": False}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", ["nst_hf first", "transformers first"])
 def test_autotokenizer_finds_the_classes_after_import_nst_hf(order):
     """``import nst_hf`` registers the classes whether transformers was imported before or after it."""

@@ -174,3 +174,14 @@ def test_cli_tokenize_resume_after_kill(tmp_path, checkpoints):
     assert (tmp_path / "cut.jsonl").read_text() == (tmp_path / "full.jsonl").read_text()
     assert len(read_jsonl(tmp_path / "full.jsonl")) == 23
     assert not (tmp_path / "cut.jsonl.parts").exists()
+
+
+def test_reads_to_dataset_names_the_corrupt_file_not_datasets(tmp_path):
+    """A corrupt file under reads_to_dataset raises nst_hf's error with the file, not DatasetGenerationError."""
+    from nst_hf.errors import CorruptFileError
+
+    data = (Path(__file__).resolve().parents[1] / "examples" / "data" / "sample.pod5").read_bytes()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "half.pod5").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptFileError, match="half.pod5"):
+        nst_hf.reads_to_dataset([tmp_path / "in"], cache_dir=str(tmp_path / "cache"))

@@ -457,6 +457,7 @@ def test_a_run_that_fails_before_any_part_leaves_nothing_behind(tmp_path, run_fo
     assert summary.reads == 4 and out.exists()
 
 
+@pytest.mark.slow
 def test_cli_errors_name_the_input_and_the_fix(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
     sample = Path(__file__).resolve().parents[1] / "examples" / "data" / "sample.pod5"

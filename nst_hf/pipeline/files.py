@@ -4,12 +4,13 @@ folder) → one JSON-lines file."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nst_hf.io import SkippedRead, open_reads
+from nst_hf.io import SkippedRead, find_signal_files, open_reads
 from nst_hf.output import AtomicJsonlWriter
 from nst_hf.tokenizers.base import DEFAULT_BATCH_SAMPLES
 from nst_hf.tokenizers.vocab import codes_to_ids, codes_to_text
@@ -77,9 +78,15 @@ def tokenize_file(tokenizer, path, output_path, token_type: str | None = None, o
     """
     from tqdm.auto import tqdm
 
+    total = sum(os.path.getsize(f) for f in find_signal_files(path))
     with open_reads(path, read_ids=read_ids, on_error=on_error) as source, AtomicJsonlWriter(output_path) as out:
-        bar = tqdm(desc=f"tokenizing {Path(str(path)).name}", unit=" reads", disable=not progress)
-        summary = write_tokens(tokenizer, source, out, token_type, on_error, resample, batch_samples,
-                               on_read=lambda samples: bar.update(1))
+        bar = tqdm(desc=f"tokenizing {Path(str(path)).name}", total=total, unit="B", unit_scale=True,
+                   unit_divisor=1024, disable=not progress)
+
+        def on_read(samples: int) -> None:  # raw size (2 bytes a sample), never past the total
+            bar.update(min(2 * samples, total - bar.n))
+
+        summary = write_tokens(tokenizer, source, out, token_type, on_error, resample, batch_samples, on_read=on_read)
+        bar.update(total - bar.n)
         bar.close()
     return summary

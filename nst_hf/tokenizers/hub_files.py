@@ -88,14 +88,38 @@ def render_model_card(tokenizer, repo_id: str | None = None, tags: list[str] | N
         "training_command": training.get("command", "n/a"),
         "evaluation": training.get("evaluation", "Not evaluated yet: run `nst-hf evaluate` on held-out reads."),
         "nst_hf_version": __version__,
-        "repo_id": repo_id or "path/to/this/folder",
+        "repo_id": _builtin_folder(repo_id) or repo_id or "path/to/this/folder",
+        "load_line": _load_line(repo_id or "path/to/this/folder"),
     }
+    for key in ("training", "training_command", "evaluation"):
+        values[key] = _portable(str(values[key]))
     own_tags = ["nanopore", "signal-tokenizer", "bwav", f"nst-{facts['kind']}"]
     # no pipeline_tag: the Hub's widgets cannot run a signal tokenizer
     data = ModelCardData(library_name="nst_hf", license=training.get("license"),
                          tags=own_tags + [t for t in (tags or []) if t not in own_tags])
     card = ModelCard.from_template(data, template_str=template, **values)
     return str(card)
+
+
+def _builtin_folder(name: str | None) -> str | None:
+    from nst_hf.pretrained import BUILTIN
+
+    return f"nst_hf/pretrained/{name}" if name in BUILTIN else None
+
+
+def _load_line(repo_id: str) -> str:
+    from nst_hf.pretrained import BUILTIN
+
+    if repo_id in BUILTIN:  # embedded in the package: no repo to point AutoTokenizer at
+        return f'tok = nst_hf.load_tokenizer("{repo_id}")  # embedded in nst_hf'
+    return f'tok = AutoTokenizer.from_pretrained("{repo_id}")  # or trust_remote_code=True without importing nst_hf'
+
+
+def _portable(text: str) -> str:
+    """Paths of the machine that trained the tokenizer, cut to their last part (``../data/run/x.pod5`` → ``x.pod5``)."""
+    import re
+
+    return re.sub(r"(?<![\w./:])(?:\.\.?/|/)[^\s`'\"]*/([^\s/`'\"]+)", r"\1", text)
 
 
 def write_model_card(tokenizer, save_directory, repo_id: str | None = None, tags: list[str] | None = None) -> str:
