@@ -30,10 +30,7 @@ def _populate_hub_cache(cache_dir: Path, repo_id: str, src_dir: Path, sha: str =
     repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
     shutil.copytree(src_dir, repo / "snapshots" / sha)
     (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(sha)
-    marker = repo / ".no_exist" / sha / "config.json"  # what a real online load records after a 404
-    marker.parent.mkdir(parents=True)
-    marker.touch()
+    (repo / "refs" / "main").write_text(sha)  # no `.no_exist` marker: a cache as `hf download` leaves it
 
 
 @pytest.fixture(scope="module")
