@@ -171,7 +171,7 @@ def test_cli_tokenize_and_convert_take_a_repo_id(tmp_path, sources):
     assert tok.sampling_rate == 4000
     assert tok.model.state_dict().keys() == nst_hf.NstRVQTokenizer.from_pretrained(sources["rvq"]).model.state_dict().keys()
     missing = _cli("convert", "someone/absent", tmp_path / "out2", cache=cache)
-    assert missing.returncode == 1 and "no such file or folder, nor a Hub repo" in missing.stderr
+    assert missing.returncode == 1 and "someone/absent: no such file or folder, and no Hub repo" in missing.stderr
 
 
 def test_online_the_repo_is_listed_and_only_the_one_file_is_fetched(monkeypatch, sources):

@@ -22,6 +22,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 from transformers import BatchEncoding, PreTrainedTokenizer
@@ -142,6 +143,25 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
             raise CheckpointError(f"{kwargs.get('name_or_path') or folder}: the tokenizer folder lacks "
                                   f"{' and '.join(missing)}, so its tokens cannot be reproduced; save it again "
                                   "with save_pretrained, or restore the missing file(s)")
+
+    @classmethod
+    def _load(cls, name_or_path, kind: str, suffixes: tuple[str, ...], args: tuple, kwargs: dict):
+        """``from_pretrained`` of every kind: an upstream file (``suffixes``), a folder or Hub repo holding one
+        (found by :func:`~nst_hf.models.upstream_source.find_upstream_file`), else a saved tokenizer."""
+        from nst_hf.models.upstream_source import LOCATION_KWARGS, find_upstream_file, pop_location
+        from nst_hf.pretrained import resolve_builtin
+
+        path = Path(str(name_or_path))
+        if path.suffix in suffixes and path.is_file():
+            pop_location(kwargs)
+            return cls.from_upstream(path, **kwargs)
+        name = resolve_builtin(name_or_path)
+        found = find_upstream_file(name, kind, **{k: kwargs.get(k) for k in LOCATION_KWARGS})
+        if found is not None:
+            pop_location(kwargs)
+            return cls.from_upstream(found.path, source=found.source, **kwargs)
+        kwargs.pop("filename", None)
+        return super().from_pretrained(name, *args, **kwargs)
 
     @classmethod
     def _missing_files_message(cls, what: str) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 from nst_hf.errors import CheckpointError
 from nst_hf.output import atomic_path, atomic_write_json
 from nst_hf.preprocessing import PreprocessingConfig
-from nst_hf.models.upstream_source import CENTROID_SUFFIXES, LOCATION_KWARGS, find_upstream_file, pop_location
+from nst_hf.models.upstream_source import CENTROID_SUFFIXES, pop_location
 from nst_hf.quantizers.nearest import NearestCodeSearch
 from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
 
@@ -100,19 +100,7 @@ class NstKMeansTokenizer(NstBaseTokenizer):
         unrecorded): a file, or a folder or Hub repo that holds one (``filename=`` picks one of several;
         ``revision=``, ``subfolder=``, ``cache_dir=``, ``local_files_only=`` and ``token=`` as for any Hub
         download)."""
-        path = Path(str(pretrained_model_name_or_path))
-        if path.suffix in CENTROID_SUFFIXES and path.is_file():
-            pop_location(kwargs)
-            return cls.from_upstream(path, **kwargs)
-        from nst_hf.pretrained import resolve_builtin
-
-        name = resolve_builtin(pretrained_model_name_or_path)
-        found = find_upstream_file(name, "kmeans", **{k: kwargs.get(k) for k in LOCATION_KWARGS})
-        if found is not None:
-            pop_location(kwargs)
-            return cls.from_upstream(found.path, source=found.source, **kwargs)
-        kwargs.pop("filename", None)
-        return super().from_pretrained(name, *args, **kwargs)
+        return cls._load(pretrained_model_name_or_path, "kmeans", CENTROID_SUFFIXES, args, kwargs)
 
     @classmethod
     def from_upstream(cls, path, dimension: int | None = None, stride: int | None = None, trust_pickle: bool = False,

@@ -13,7 +13,7 @@ import torch
 from nst_hf.chunking import min_margin, num_frames, plan_windows
 from nst_hf.errors import CheckpointError
 from nst_hf.models.conv_vq import NstConvVQConfig, NstConvVQModel
-from nst_hf.models.upstream_source import CHECKPOINT_SUFFIXES, LOCATION_KWARGS, find_upstream_file, pop_location
+from nst_hf.models.upstream_source import CHECKPOINT_SUFFIXES, pop_location
 from nst_hf.output import atomic_path
 from nst_hf.preprocessing import PreprocessingConfig
 from nst_hf.tokenizers.base import PREPROCESSOR_FILE, TRAINING_FILE, NstBaseTokenizer
@@ -108,19 +108,7 @@ class _NeuralTokenizer(NstBaseTokenizer):
         a folder or Hub repo that holds one (``filename=`` picks one of several; ``revision=``, ``subfolder=``,
         ``cache_dir=``, ``local_files_only=`` and ``token=`` as for any Hub download).
         ``sampling_rate=`` records a converted checkpoint's rate."""
-        path = Path(str(pretrained_model_name_or_path))
-        if path.suffix in UPSTREAM_SUFFIXES and path.is_file():
-            pop_location(kwargs)
-            return cls.from_upstream(path, **kwargs)
-        from nst_hf.pretrained import resolve_builtin
-
-        name = resolve_builtin(pretrained_model_name_or_path)
-        found = find_upstream_file(name, "neural", **{k: kwargs.get(k) for k in LOCATION_KWARGS})
-        if found is not None:
-            pop_location(kwargs)
-            return cls.from_upstream(found.path, source=found.source, **kwargs)
-        kwargs.pop("filename", None)
-        return super().from_pretrained(name, *args, **kwargs)
+        return cls._load(pretrained_model_name_or_path, "neural", UPSTREAM_SUFFIXES, args, kwargs)
 
     @classmethod
     def from_upstream(cls, path: str | os.PathLike, preprocessing: PreprocessingConfig | None = None,
