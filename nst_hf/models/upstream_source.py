@@ -30,7 +30,6 @@ LOCATION_KWARGS = ("filename", "revision", "subfolder", "cache_dir", "local_file
 #: Loading arguments of transformers' ``from_pretrained`` that mean nothing to a converted file.
 LOADING_KWARGS = LOCATION_KWARGS + ("force_download", "proxies", "trust_remote_code", "use_fast", "resume_download",
                                     "_from_auto", "_commit_hash")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 #: Most candidates named in an error message.
 _LISTED = 8
 
@@ -42,15 +41,9 @@ class UpstreamFile:
     path: Path
     source: str
 
-    @property
-    def is_centroids(self) -> bool:
-        return self.path.suffix in CENTROID_SUFFIXES
-
 
 def looks_like_repo_id(name: str) -> bool:
-    """Whether ``name`` is a valid Hub repo id (``org/name`` or ``name``)."""
-    if not _REPO_ID.match(name) or "--" in name or ".." in name or name.endswith((".", ".git")):
-        return False
+    """Whether ``name`` is a valid Hub repo id (``org/name`` or ``name``), by huggingface_hub's own rules."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
@@ -116,7 +109,7 @@ def _in_folder(base: Path, kind: str, filename: str | None) -> UpstreamFile | No
         path = (base / filename).resolve()
         if not path.is_file() or os.path.commonpath([base.resolve(), path]) != str(base.resolve()):
             raise CheckpointError(f"{base} has no file {filename!r}")
-        _check_kind([filename], kind, filename, str(base))
+        _check_kind(kind, filename, str(base))
         return UpstreamFile(base / filename, filename)
     if (base / "tokenizer_config.json").is_file():
         return None
@@ -137,7 +130,7 @@ def _choose(files: list[str], kind: str, filename: str | None, where: str) -> st
         if filename not in files:
             upstream = [f for f in files if f.endswith(_ACCEPTED["any"])]
             raise CheckpointError(f"{where} has no file {filename!r}; its upstream files: {_some(upstream) or 'none'}")
-        _check_kind(files, kind, filename, where)
+        _check_kind(kind, filename, where)
         return filename
     upstream = [f for f in files if f.endswith(_DISCOVERED["any"]) and not _NOT_UPSTREAM.search(f)]
     candidates = [f for f in upstream if f.endswith(_DISCOVERED[kind])]
@@ -151,7 +144,7 @@ def _choose(files: list[str], kind: str, filename: str | None, where: str) -> st
     return candidates[0]
 
 
-def _check_kind(files: list[str], kind: str, filename: str, where: str) -> None:
+def _check_kind(kind: str, filename: str, where: str) -> None:
     if filename.endswith(_ACCEPTED[kind]):
         return
     if not filename.endswith(_ACCEPTED["any"]):
