@@ -21,6 +21,8 @@ _EXPORTS = {
     "VQTokenizer": "nst_hf.tokenizers.compat", "RVQTokenizer": "nst_hf.tokenizers.compat",
     "KmeansTokenizer": "nst_hf.tokenizers.compat",
     "TokenizeSummary": "nst_hf.pipeline", "tokenize_file": "nst_hf.pipeline", "tokenize_inputs": "nst_hf.pipeline",
+    "pair_inputs": "nst_hf.pipeline", "open_basecalls": "nst_hf.io.basecalls", "Basecall": "nst_hf.io.basecalls",
+    "pair_batch": "nst_hf.hf_datasets",
     "extend_lm_tokenizer": "nst_hf.lm", "load_tokenizer": "nst_hf.auto",
     "reads_to_dataset": "nst_hf.hf_datasets", "tokenize_batch": "nst_hf.hf_datasets",
 }

@@ -32,12 +32,58 @@ def read_features():
     })
 
 
-def _generate_reads(files: list[str], read_ids: list[str] | None, on_error: str):
+def basecall_features():
+    """The columns :func:`reads_to_dataset` adds with ``basecalls=``: one row per basecall, joined to its signal.
+
+    ``signal_read_id`` names the signal read (a split read's parent; the row's ``signal`` is that whole read),
+    ``bases`` the basecaller's sequence, ``base_samples`` the signal sample where each base starts (empty
+    without a move table), ``called_end`` the sample where the move table ends (-1 without one) and
+    ``region_start``/``region_end`` the part of the signal that belongs to the basecall.
+    """
+    from datasets import List, Value
+
+    return {"signal_read_id": Value("string"), "bases": Value("large_string"), "base_samples": List(Value("int64")),
+            "called_end": Value("int64"), "region_start": Value("int64"), "region_end": Value("int64")}
+
+
+def _generate_reads(files: list[str], read_ids: list[str] | None, on_error: str, basecalls=None):
     with open_reads(files, read_ids=read_ids, on_error=on_error) as source:
         for record in source:
-            yield {"read_id": record.read_id, "signal": record.signal, "offset": record.offset,
+            row = {"read_id": record.read_id, "signal": record.signal, "offset": record.offset,
                    "range": record.range, "digitisation": record.digitisation,
                    "sampling_rate": record.sampling_rate, "source_file": record.source_file}
+            if basecalls is None:
+                yield row
+                continue
+            yield from _joined_rows(row, record, basecalls, on_error)
+
+
+def _joined_rows(row: dict, record: SignalRecord, basecalls, on_error: str):
+    """One row per basecall of ``record`` (see :func:`basecall_features`); a read or basecall that cannot be
+    joined raises, or with ``on_error="skip"`` is logged and left out."""
+    from nst_hf.errors import InvalidReadError
+
+    call_ids = basecalls.for_signal(record.read_id)
+    if not call_ids:
+        message = f"{record.source_file}: read {record.read_id}: the read has a signal but no basecall"
+        if on_error == "raise":
+            raise InvalidReadError(message + " (pass on_error='skip' to leave it out)", path=record.source_file,
+                                   read_id=record.read_id)
+        logger.warning("skipping %s", message)
+        return
+    for call_id in call_ids:
+        try:
+            call = basecalls[call_id]
+            call.check_signal(record.num_samples)
+        except InvalidReadError as exc:
+            if on_error == "raise":
+                raise
+            logger.warning("skipping basecall %s: %s", call_id, exc)
+            continue
+        start, stop = call.region(record.num_samples)
+        yield {**row, "read_id": call.read_id, "signal_read_id": record.read_id, "bases": call.sequence,
+               "base_samples": call.base_starts if call.has_moves else np.zeros(0, np.int64),
+               "called_end": call.called_end if call.has_moves else -1, "region_start": start, "region_end": stop}
 
 
 def _fingerprint(files: list[str], read_ids, on_error: str) -> str:
@@ -50,25 +96,38 @@ def _fingerprint(files: list[str], read_ids, on_error: str) -> str:
 
 
 def reads_to_dataset(paths, read_ids: Iterable[str] | None = None, on_error: str = "raise",
-                     num_proc: int | None = None, writer_batch_size: int = 64, cache_dir: str | None = None):
+                     num_proc: int | None = None, writer_batch_size: int = 64, cache_dir: str | None = None,
+                     basecalls=None):
     """Build a ``datasets.Dataset`` of reads from FAST5/POD5/SLOW5/BLOW5 files or directories.
 
     Reads stream from a generator into Arrow (memory stays bounded by ``writer_batch_size`` reads).
     The fingerprint comes from the files' paths, sizes and modification times, so a changed file is
     never served from a stale cache. With ``on_error="skip"`` bad reads are logged and left out.
+
+    ``basecalls`` (SAM/BAM/CRAM/FASTQ paths, or :func:`nst_hf.io.basecalls.open_basecalls`' mapping) joins
+    each read to its basecalls: one row per basecall with the columns of :func:`basecall_features`, ready for
+    :func:`pair_batch`. A read without a basecall, or a basecall whose signal is not among ``paths``, is an
+    error (``on_error="skip"``: a logged warning, and the row is left out).
     """
-    from datasets import Dataset
+    from datasets import Dataset, Features
 
     from datasets.exceptions import DatasetGenerationError
 
     files = [str(p) for p in find_signal_files(paths)]
     read_ids = sorted(read_ids) if read_ids is not None else None
+    features, fingerprint = read_features(), _fingerprint(files, read_ids, on_error)
+    calls = None
+    if basecalls is not None:
+        from nst_hf.io.basecalls import Basecalls, open_basecalls
+
+        calls = basecalls if isinstance(basecalls, Basecalls) else open_basecalls(basecalls)
+        features = Features({**features, **basecall_features()})
+        fingerprint = hashlib.sha256((fingerprint + _fingerprint(calls.files, None, "")).encode()).hexdigest()[:32]
     try:
-        return Dataset.from_generator(
-            _generate_reads, features=read_features(), gen_kwargs={"files": files, "read_ids": read_ids,
-                                                                   "on_error": on_error},
-            num_proc=num_proc, writer_batch_size=writer_batch_size, cache_dir=cache_dir,
-            fingerprint=_fingerprint(files, read_ids, on_error),
+        dataset = Dataset.from_generator(
+            _generate_reads, features=features, gen_kwargs={"files": files, "read_ids": read_ids,
+                                                            "on_error": on_error, "basecalls": calls},
+            num_proc=num_proc, writer_batch_size=writer_batch_size, cache_dir=cache_dir, fingerprint=fingerprint,
         )
     except DatasetGenerationError as exc:  # datasets wraps the reader's error: surface nst_hf's own
         cause = exc.__cause__
@@ -77,6 +136,23 @@ def reads_to_dataset(paths, read_ids: Iterable[str] | None = None, on_error: str
         if cause is None:
             raise
         raise cause.with_traceback(None) from None
+    if calls is not None and read_ids is None:
+        _check_every_basecall_joined(dataset, calls, on_error)
+    return dataset
+
+
+def _check_every_basecall_joined(dataset, calls, on_error: str) -> None:
+    from nst_hf.errors import InvalidReadError
+
+    joined = set(dataset["signal_read_id"])
+    missing = sorted(calls.signal_read_ids() - joined)
+    if not missing:
+        return
+    message = (f"{len(missing)} signal read(s) named by the basecalls have no row: not in the signal files, or "
+               f"skipped above ({', '.join(missing[:3])}{' …' if len(missing) > 3 else ''})")
+    if on_error == "raise":
+        raise InvalidReadError(message + "; add their files, or pass on_error='skip' to leave them out")
+    logger.warning("%s; their basecalls are left out", message)
 
 
 def _limit_threads_in_worker(num_threads: int | None) -> None:
@@ -178,4 +254,83 @@ def tokenize_batch(batch, tokenizer, token_type: str | None = None, return_ids: 
         out["error"] = errors
     if return_ids:
         out["input_ids"] = input_ids
+    return out
+
+
+def _placed_from_columns(batch, size: int):
+    """The basecall columns of :func:`reads_to_dataset` (``basecalls=``) as :class:`nst_hf.pairs.PlacedCall`
+    inputs, per row: ``(bases, base_samples or None, called_end or None, (region_start, region_end))``."""
+    out = []
+    for bases, samples, end, start, stop in zip(batch["bases"], batch["base_samples"], batch["called_end"],
+                                                batch["region_start"], batch["region_end"]):
+        has_moves = end is not None and int(end) >= 0
+        out.append((bases, np.asarray(samples, dtype=np.int64) if has_moves else None,
+                    int(end) if has_moves else None, (int(start), int(stop))))
+    return out
+
+
+def pair_batch(batch, tokenizer, basecalls=None, chunk_size: int = 0, chunk_overlap: int = 0,
+               token_type: str | None = None, resample: bool = False, on_error: str = "raise",
+               num_threads: int | None = None) -> dict:
+    """``datasets.map(batched=True)`` function: read rows → paired rows (:data:`nst_hf.pairs.PAIR_COLUMNS`).
+
+    The batch is either :func:`reads_to_dataset`'s rows with ``basecalls=`` (the basecall columns are used),
+    or plain read rows with ``basecalls`` given here (an opened :func:`~nst_hf.io.basecalls.open_basecalls`
+    mapping, joined by read id). Rows change in number, so pass ``remove_columns=ds.column_names``::
+
+        pairs = ds.map(pair_batch, batched=True, remove_columns=ds.column_names,
+                       fn_kwargs={"tokenizer": tok, "chunk_size": 4000})
+
+    Each read is tokenized whole, so every chunk's text is the slice of the whole read's tokens. With
+    ``on_error="skip"`` a read or basecall that cannot be paired gives one row with empty text and the
+    reason in an ``error`` column (empty for good rows).
+    """
+    from nst_hf.errors import InvalidReadError
+    from nst_hf.pairs import PAIR_COLUMNS, check_chunking, chunk_rows, grid_of, iter_pairs, place
+
+    _limit_threads_in_worker(num_threads)
+    check_chunking(chunk_size, chunk_overlap, tokenizer.samples_per_token)
+    records = batch_to_records(batch)
+    out: dict[str, list] = {name: [] for name in PAIR_COLUMNS}
+    errors: list[str] = []
+
+    def add(rows: list[dict], error: str = "") -> None:
+        for row in rows:
+            for name in PAIR_COLUMNS:
+                out[name].append(row[name])
+            errors.append(error)
+
+    def failed(read_id: str, error: str) -> None:
+        add([{"id": f"{read_id}:0", "read_id": read_id, "chunk_start": 0, "chunk_size": 0, "text": "", "bases": "",
+              "base_starts": []}], error)
+
+    if "bases" in batch:  # joined by reads_to_dataset(basecalls=...)
+        columns = _placed_from_columns(batch, len(records))
+        row_of = {id(record): i for i, record in enumerate(records)}
+        for record, codes, error in tokenizer.iter_tokenized(records, token_type, on_error, resample,
+                                                             batch_samples=float("inf")):
+            if codes is None or codes.size == 0:
+                failed(record.read_id, error or tokenizer.no_tokens_reason(record.num_samples))
+                continue
+            grid, ratio = grid_of(tokenizer, record, resample)
+            bases, starts, end, region = columns[row_of[id(record)]]
+            placed = place(record.read_id, bases, starts, end, region, record.num_samples, grid, ratio)
+            try:
+                add(chunk_rows(codes, placed, tokenizer.samples_per_token, chunk_size, chunk_overlap, tokenizer.is_rvq))
+            except InvalidReadError as exc:
+                if on_error == "raise":
+                    raise
+                failed(record.read_id, str(exc))
+    else:
+        if basecalls is None:
+            raise ValueError("pair_batch needs basecall columns (reads_to_dataset(..., basecalls=...)) or "
+                             "basecalls=open_basecalls(...)")
+        for outcome in iter_pairs(tokenizer, records, basecalls, chunk_size, chunk_overlap, token_type, on_error,
+                                  resample, batch_samples=float("inf")):
+            if outcome.error is not None:
+                failed(outcome.read_id, outcome.error)
+            else:
+                add(outcome.rows)
+    if on_error == "skip":
+        out["error"] = errors
     return out

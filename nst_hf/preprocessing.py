@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, fields, replace
+from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
@@ -143,11 +144,14 @@ def _running_rank(padded: np.ndarray, size: int, window: int) -> FloatArray:
     return out
 
 
+def resampling_ratio(source_rate: float, target_rate: float) -> Fraction:
+    """``up / down`` of :func:`resample_signal`: sample ``i`` of the source lies at ``i * up / down`` after it."""
+    return Fraction(target_rate / source_rate).limit_denominator(1000)
+
+
 def resample_signal(x, source_rate: float, target_rate: float) -> FloatArray:
     """Polyphase resampling (``scipy.signal.resample_poly``) from ``source_rate`` to ``target_rate`` Hz."""
-    from fractions import Fraction
-
-    ratio = Fraction(target_rate / source_rate).limit_denominator(1000)
+    ratio = resampling_ratio(source_rate, target_rate)
     return sps.resample_poly(_as_signal(x), ratio.numerator, ratio.denominator).astype(np.float32)
 
 

@@ -23,6 +23,7 @@ LAYERS = [
     ("nst_hf.quantizers", 2), ("nst_hf.models", 2),
     ("nst_hf.tokenizers", 3),
     ("nst_hf.pipeline", 4), ("nst_hf.auto", 4), ("nst_hf.lm", 4), ("nst_hf.hf_datasets", 4), ("nst_hf.evaluate", 4),
+    ("nst_hf.pairs", 4),
     ("nst_hf.training", 4), ("nst_hf.ray", 4), ("nst_hf.bench", 4), ("nst_hf.fuzzing", 4),
     ("nst_hf.cli", 5), ("nst_hf.__main__", 5),
     ("nst_hf", 6),  # the package root: the public names, resolved lazily

@@ -14,7 +14,7 @@ import sys
 
 from nst_hf._version import __version__
 
-COMMANDS = ("tokenize", "train", "evaluate", "convert", "inspect", "bench")
+COMMANDS = ("tokenize", "pairs", "train", "evaluate", "convert", "inspect", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except KeyboardInterrupt:
-        print("nst-hf: interrupted; an interrupted `tokenize` continues with --resume", file=sys.stderr)
+        print("nst-hf: interrupted; an interrupted `tokenize` or `pairs` continues with --resume", file=sys.stderr)
         return 130
     except _Terminated:
-        print("nst-hf: terminated; an interrupted `tokenize` continues with --resume", file=sys.stderr)
+        print("nst-hf: terminated; an interrupted `tokenize` or `pairs` continues with --resume", file=sys.stderr)
         return 143
     except Exception as exc:  # the one place that catches everything
         if os.environ.get("NST_HF_DEBUG") == "1":

@@ -18,6 +18,9 @@ def register(subparsers) -> None:
     parser.add_argument("--token-type", default=None, help="RVQ levels to evaluate (L1..Ln)")
     parser.add_argument("--max-reads", type=int, default=None)
     parser.add_argument("--resample", action="store_true", help="resample reads to the tokenizer's rate")
+    parser.add_argument("--basecalls", nargs="+", default=None, metavar="CALLS",
+                        help="SAM/BAM/CRAM with move tables for these reads: adds base_information_bits, the mutual "
+                             "information I(token; base) per level, and I(token; 3-mer)")
     add_source_options(parser)
     parser.add_argument("--plot", default=None, metavar="PNG", help="draw the first read (signal, reconstruction, tokens)")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -32,7 +35,8 @@ def run(args) -> int:
     if args.plot:
         require_matplotlib()  # before the evaluation, not after it
     tok = load_tokenizer(args.tokenizer, **source_kwargs(args))
-    report = evaluate_tokenizer(tok, args.inputs, args.token_type, args.max_reads, args.resample)
+    report = evaluate_tokenizer(tok, args.inputs, args.token_type, args.max_reads, args.resample,
+                                basecalls=args.basecalls)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -41,6 +45,16 @@ def run(args) -> int:
             print(f"  {level}: {stats['tokens']:,} tokens, {stats['codes_used']}/{stats['codebook_size']} codes used "
                   f"({stats['usage']:.1%}), entropy {stats['entropy_bits']:.2f} bits, perplexity "
                   f"{stats['perplexity']:.1f}, top-10 share {stats['top10_share']:.1%}")
+        if "base_information_bits" in report:
+            info = report["base_information"]
+            print(f"  base information over {info['frames']:,} frames of {info['basecalls']} basecalls "
+                  f"(bases carry {info.get('base_entropy_bits', 0):.3f} bits, 3-mers "
+                  f"{info.get('kmer3_entropy_bits', 0):.3f}):")
+            for level, bits in report["base_information_bits"].items():
+                print(f"    {level}: I(token; base) {bits:.4f} bits, I(token; 3-mer) "
+                      f"{report['kmer3_information_bits'][level]:.4f} bits")
+            if info["skipped"]:
+                print(f"    {len(info['skipped'])} reads or basecalls not counted (see --json)")
         if "reconstruction" in report:
             rec = report["reconstruction"]
             print(f"  reconstruction: MSE {rec['mse']:.4f}, SNR {rec['snr_db']:.2f} dB over {rec['samples']:,} samples")

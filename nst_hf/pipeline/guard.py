@@ -69,8 +69,8 @@ def is_nst_output(path: Path) -> bool:
 def _is_parts_folder(folder: Path) -> bool:
     """Whether ``folder`` holds only what nst_hf puts in a parts folder (parts, manifest, their temporaries)."""
     names = [p.name for p in folder.iterdir()]
-    return all(re.fullmatch(r"[0-9a-f]{20}", name) or name == MANIFEST
-               or re.fullmatch(r"\.([0-9a-f]{20}|manifest\.json)\.\d+\.tmp", name) for name in names)
+    return all(re.fullmatch(r"[0-9a-f]{20}(\.signal_ids)?", name) or name == MANIFEST
+               or re.fullmatch(r"\.([0-9a-f]{20}(\.signal_ids)?|manifest\.json)\.\d+\.tmp", name) for name in names)
 
 
 class OutputLock:

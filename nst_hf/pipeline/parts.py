@@ -8,7 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
-from nst_hf.output import AtomicJsonlWriter, AtomicWriter, atomic_path, atomic_write_json, printable_path
+from nst_hf.output import AtomicJsonlWriter, AtomicWriter, atomic_path, atomic_write_json, atomic_write_text, \
+    printable_path
 from nst_hf.pipeline.files import write_tokens
 from nst_hf.pipeline.guard import OUTPUT_MARKER
 
@@ -22,12 +23,29 @@ def input_stamp(path: str) -> dict:
     return {"path": printable_path(os.path.abspath(path)), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-class _ParquetPartWriter(AtomicWriter):
-    """Rows ``{"id", "text"[, "input_ids"]}`` of one input file as Parquet, written atomically."""
+def token_schema(with_ids: bool):
+    """Parquet schema of ``nst-hf tokenize`` rows."""
+    import pyarrow as pa
 
-    def __init__(self, path: Path, with_ids: bool):
+    return pa.schema([("id", pa.string()), ("text", pa.large_string())]
+                     + ([("input_ids", pa.list_(pa.int32()))] if with_ids else []))
+
+
+def pair_schema():
+    """Parquet schema of ``nst-hf pairs`` rows (:data:`nst_hf.pairs.PAIR_COLUMNS`)."""
+    import pyarrow as pa
+
+    return pa.schema([("id", pa.string()), ("read_id", pa.string()), ("chunk_start", pa.int64()),
+                      ("chunk_size", pa.int64()), ("text", pa.large_string()), ("bases", pa.large_string()),
+                      ("base_starts", pa.list_(pa.int32()))])
+
+
+class _ParquetPartWriter(AtomicWriter):
+    """Rows of one input file as Parquet (``schema``: a callable giving the pyarrow schema), written atomically."""
+
+    def __init__(self, path: Path, schema):
         super().__init__(path)
-        self.with_ids = with_ids
+        self.schema = schema
         self.rows: list[dict] = []
         self._tmp = None
         self._writer = None
@@ -44,8 +62,7 @@ class _ParquetPartWriter(AtomicWriter):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = pa.schema([("id", pa.string()), ("text", pa.large_string())]
-                           + ([("input_ids", pa.list_(pa.int32()))] if self.with_ids else []))
+        schema = self.schema()
         if self._writer is None:
             self._writer = pq.ParquetWriter(self._tmp, schema)
         self._writer.write_table(pa.Table.from_pylist(self.rows, schema=schema))
@@ -58,15 +75,59 @@ class _ParquetPartWriter(AtomicWriter):
 
 
 def tokenize_part(tokenizer, path: str, part: str, fmt: str, token_type, on_error: str, with_ids: bool,
-                       batch_samples: int, resample: bool, compressed: bool, on_read=None) -> dict:
+                  batch_samples: int, resample: bool, compressed: bool, on_read=None, pairing=None) -> dict:
+    """Tokenize (or, with ``pairing``, pair) the reads of one input file into the part file ``part``."""
     from nst_hf.io import open_reads
 
-    writer = AtomicJsonlWriter(part, compressed) if fmt == "jsonl" else _ParquetPartWriter(Path(part), with_ids)
+    if pairing is not None:
+        return pair_part(tokenizer, path, part, fmt, token_type, on_error, batch_samples, resample, compressed,
+                         pairing, on_read)
+    writer = AtomicJsonlWriter(part, compressed) if fmt == "jsonl" else \
+        _ParquetPartWriter(Path(part), lambda: token_schema(with_ids))
     with open_reads(path, on_error=on_error) as source, writer as out:
         summary = write_tokens(tokenizer, source, out, token_type, on_error, resample, batch_samples,
-                                         return_ids=with_ids, on_read=on_read)
+                               return_ids=with_ids, on_read=on_read)
     return {"reads": summary.reads, "tokens": summary.tokens, "samples": summary.samples,
             "skipped": [s.to_dict() for s in summary.skipped]}
+
+
+def signal_ids_path(part: str) -> Path:
+    """The sidecar of a pairs part listing the signal read ids its input file held."""
+    return Path(part + ".signal_ids")
+
+
+def pair_part(tokenizer, path: str, part: str, fmt: str, token_type, on_error: str, batch_samples: int,
+              resample: bool, compressed: bool, pairing, on_read=None) -> dict:
+    """Pair the reads of one input file with their basecalls (``pairing``: :class:`nst_hf.pairs.Pairing`) into
+    ``part``; the signal read ids met go to :func:`signal_ids_path` (written before the part counts as done)."""
+    from nst_hf.io import open_reads
+    from nst_hf.pairs import iter_pairs
+
+    writer = AtomicJsonlWriter(part, compressed) if fmt == "jsonl" else _ParquetPartWriter(Path(part), pair_schema)
+    seen: set[str] = set()
+    result = {"reads": 0, "rows": 0, "tokens": 0, "bases": 0, "samples": 0, "skipped": []}
+    with open_reads(path, on_error=on_error) as source, writer as out:
+        def records():
+            for record in source:
+                yield record
+                if on_read is not None:
+                    on_read(record.num_samples)
+
+        for outcome in iter_pairs(tokenizer, records(), pairing.basecalls, pairing.chunk_size, pairing.chunk_overlap,
+                                  token_type, on_error, resample, batch_samples, seen=seen):
+            if outcome.error is not None:
+                result["skipped"].append({"file": outcome.file, "read_id": outcome.read_id, "reason": outcome.error})
+                continue
+            for row in outcome.rows:
+                out.write(row)
+                result["tokens"] += row["text"].count("<|")
+                result["bases"] += len(row["bases"])
+            result["reads"] += 1
+            result["rows"] += len(outcome.rows)
+            result["samples"] += outcome.samples
+        result["skipped"][:0] = [s.to_dict() for s in source.skipped]
+    atomic_write_text(signal_ids_path(part), "".join(f"{read_id}\n" for read_id in sorted(seen)))
+    return result
 
 
 def assemble(parts: list[Path], output: Path, fmt: str, report_path: Path, summary) -> None:
@@ -92,7 +153,8 @@ def assemble(parts: list[Path], output: Path, fmt: str, report_path: Path, summa
 
             datasets = [Dataset.from_parquet(str(p), keep_in_memory=True) for p in parts]
             concatenate_datasets(datasets).save_to_disk(str(tmp))
-            (tmp / OUTPUT_MARKER).write_text(json.dumps({"written_by": "nst_hf", "rows": summary.reads}) + "\n")
+            rows = getattr(summary, "rows", summary.reads)
+            (tmp / OUTPUT_MARKER).write_text(json.dumps({"written_by": "nst_hf", "rows": rows}) + "\n")
         atomic_write_json(report_path, summary.to_dict())
 
 

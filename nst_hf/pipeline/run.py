@@ -49,6 +49,24 @@ class PipelineSummary(TokenizeSummary):
         self.skipped += [SkippedRead(**s) for s in result["skipped"]]
 
 
+@dataclass
+class PairsSummary(PipelineSummary):
+    """What a :func:`pair_inputs` run did: ``reads`` counts the basecalls paired, ``rows`` their chunks."""
+
+    rows: int = 0
+    bases: int = 0
+
+    def to_dict(self) -> dict:
+        data = PipelineSummary.to_dict(self)
+        data.update(rows=self.rows, bases=self.bases)
+        return data
+
+    def add(self, result: dict) -> None:
+        PipelineSummary.add(self, result)
+        self.rows += result["rows"]
+        self.bases += result["bases"]
+
+
 def tokenize_inputs(inputs, output, tokenizer="default", token_type: str | None = None, device: str | None = None,
                     batch_windows: int | None = None, batch_samples: int = 1_000_000, workers: int = 1,
                     fmt: str = "jsonl", resume: bool = False, on_error: str = "raise", return_ids: bool = False,
@@ -65,6 +83,34 @@ def tokenize_inputs(inputs, output, tokenizer="default", token_type: str | None 
     with its reason. This is an entry point: it keeps freed heap memory for the process
     (:func:`nst_hf._allocator.keep_freed_memory`).
     """
+    return _run(inputs, output, tokenizer, token_type, device, batch_windows, batch_samples, workers, fmt, resume,
+                on_error, return_ids, load_kwargs, progress, resample, overwrite, None, PipelineSummary)
+
+
+def pair_inputs(inputs, basecalls, output, tokenizer="default", chunk_size: int = 0, chunk_overlap: int = 0,
+                token_type: str | None = None, device: str | None = None, batch_windows: int | None = None,
+                batch_samples: int = 1_000_000, workers: int = 1, fmt: str = "jsonl", resume: bool = False,
+                on_error: str = "raise", load_kwargs: dict | None = None, progress: bool | None = None,
+                resample: bool = False, overwrite: bool = False, reference: str | None = None) -> PairsSummary:
+    """Pair every read of ``inputs`` with its basecall (``basecalls``: SAM/BAM/CRAM/FASTQ files or folders, or
+    an opened :class:`~nst_hf.io.basecalls.Basecalls`) into rows of :data:`nst_hf.pairs.PAIR_COLUMNS`.
+
+    The run has :func:`tokenize_inputs`' guarantees (atomic output, ``resume``, report, progress, workers).
+    Chunking: see :mod:`nst_hf.pairs`. A signal read without a basecall, a basecall without a signal read
+    (found once every file is read) and a basecall that does not fit its signal are errors, or with
+    ``on_error="skip"`` reported in ``OUTPUT.report.json`` with their reasons.
+    """
+    from nst_hf.io.basecalls import Basecalls, open_basecalls
+    from nst_hf.pairs import Pairing
+
+    calls = basecalls if isinstance(basecalls, Basecalls) else open_basecalls(basecalls, reference=reference)
+    pairing = Pairing(calls, int(chunk_size), int(chunk_overlap))
+    return _run(inputs, output, tokenizer, token_type, device, batch_windows, batch_samples, workers, fmt, resume,
+                on_error, False, load_kwargs, progress, resample, overwrite, pairing, PairsSummary)
+
+
+def _run(inputs, output, tokenizer, token_type, device, batch_windows, batch_samples, workers, fmt, resume,
+         on_error, return_ids, load_kwargs, progress, resample, overwrite, pairing, summary_type):
     started = time.perf_counter()
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -74,20 +120,28 @@ def tokenize_inputs(inputs, output, tokenizer="default", token_type: str | None 
     files = [str(p) for p in find_signal_files(inputs)]
     if not files:
         raise ValueError(f"no FAST5/POD5/SLOW5/BLOW5 files found in {[printable_path(p) for p in inputs]}")
-    check_output_location(output, inputs, [Path(f) for f in files])
+    guarded = [Path(f) for f in files] + ([Path(f) for f in pairing.basecalls.files] if pairing else [])
+    check_output_location(output, inputs, guarded)
     if isinstance(tokenizer, (str, os.PathLike)):
         from nst_hf.auto import load_tokenizer
 
         tokenizer = load_tokenizer(str(tokenizer), **(load_kwargs or {}))
+    if pairing is not None:
+        from nst_hf.pairs import check_chunking
+
+        check_chunking(pairing.chunk_size, pairing.chunk_overlap, tokenizer.samples_per_token)
+        tokenizer.num_levels(token_type)  # a bad token type fails before any work
     compressed = fmt == "jsonl" and output.name.endswith(".gz")
     fingerprint = tokenizer.fingerprint()
     settings = {"tokenizer": fingerprint, "token_type": token_type, "format": fmt, "compressed": compressed,
                 "return_ids": return_ids, "resample": resample}
+    if pairing is not None:
+        settings["pairs"] = pairing.settings()
     paths = sidecars(output)
     with OutputLock(output):
         manifest = prepare_parts(output, paths["parts"], settings, resume, overwrite)
         remove_leftovers(output, paths["parts"])
-        summary = PipelineSummary(files=len(files), output=str(output), tokenizer_fingerprint=fingerprint)
+        summary = summary_type(files=len(files), output=str(output), tokenizer_fingerprint=fingerprint)
         summary.non_utf8_paths = [printable_path(f) for f in files if printable_path(f) != f]
         todo = _files_to_do(files, manifest, paths["parts"], summary)
         record = _recorder(manifest, paths["parts"], summary, todo)
@@ -96,18 +150,43 @@ def tokenize_inputs(inputs, output, tokenizer="default", token_type: str | None 
         keep_freed_memory()
         try:
             if workers <= 1:
-                _tokenize_here(tokenizer, todo, paths["parts"], args, device, batch_windows, record, disable, started)
+                _tokenize_here(tokenizer, todo, paths["parts"], args, device, batch_windows, record, disable, started,
+                               pairing)
             else:
                 _tokenize_in_workers(tokenizer, fingerprint, todo, paths["parts"], args, workers, device,
-                                     batch_windows, record, disable)
+                                     batch_windows, record, disable, pairing)
         except BaseException:
             if not manifest["parts"]:  # nothing finished: leave nothing behind, so the next run needs no --resume
                 shutil.rmtree(paths["parts"], ignore_errors=True)
             raise
+        if pairing is not None:
+            _report_calls_without_signal(pairing, [paths["parts"] / part_name(f) for f in files], on_error, summary)
         summary.seconds = time.perf_counter() - started
         assemble([paths["parts"] / part_name(f) for f in files], output, fmt, paths["report"], summary)
         retire(paths["parts"])
     return summary
+
+
+def _report_calls_without_signal(pairing, parts: list[Path], on_error: str, summary) -> None:
+    """Every basecall whose signal read none of the files held: an error, or skipped reads in the report."""
+    from nst_hf.errors import InvalidReadError
+    from nst_hf.pairs import calls_without_signal
+    from nst_hf.pipeline.parts import signal_ids_path
+
+    seen: set[str] = set()
+    for part in parts:
+        seen.update(signal_ids_path(str(part)).read_text().split())
+    missing = calls_without_signal(pairing.basecalls, seen)
+    if not missing:
+        return
+    if on_error == "raise":
+        shown = ", ".join(m.read_id for m in missing[:3]) + (" …" if len(missing) > 3 else "")
+        raise InvalidReadError(f"{len(missing)} basecall(s) have no signal read in the inputs ({shown}; "
+                               f"{missing[0].error}); rerun with --resume --on-error skip to write the pairs and "
+                               "list them in the report, or add the missing signal files")
+    for item in missing:
+        logger.warning("skipping basecall %s: %s", item.read_id, item.error)
+    summary.skipped += [SkippedRead(m.file, m.read_id, m.error) for m in missing]
 
 
 def _files_to_do(files: list[str], manifest: dict, parts_dir: Path, summary: PipelineSummary) -> list[str]:
@@ -138,7 +217,7 @@ def _recorder(manifest: dict, parts_dir: Path, summary: PipelineSummary, todo: l
 
 
 def _tokenize_here(tokenizer, todo: list[str], parts_dir: Path, args: tuple, device, batch_windows, record,
-                   disable, started: float) -> None:
+                   disable, started: float, pairing=None) -> None:
     """Tokenize the files one after another in this process.
 
     The progress bar counts input bytes, so it has a total and an ETA: each read advances it by its raw size
@@ -163,17 +242,18 @@ def _tokenize_here(tokenizer, todo: list[str], parts_dir: Path, args: tuple, dev
             bar.set_postfix(reads=reads, samples_per_s=f"{samples / (time.perf_counter() - started):.3g}",
                             refresh=False)
 
-        record(file, tokenize_part(tokenizer, file, str(parts_dir / part_name(file)), *args, on_read=on_read))
+        record(file, tokenize_part(tokenizer, file, str(parts_dir / part_name(file)), *args, on_read=on_read,
+                                   pairing=pairing))
         bar.update(sizes[file] - counted)
     bar.close()
 
 
 def _tokenize_in_workers(tokenizer, fingerprint: str, todo: list[str], parts_dir: Path, args: tuple, workers: int,
-                         device, batch_windows, record, disable) -> None:
+                         device, batch_windows, record, disable, pairing=None) -> None:
     """Tokenize the files in ``workers`` processes, with a files progress bar."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), unit=" files", desc="tokenizing", disable=disable)
     run_pool(tokenizer, fingerprint, todo, lambda file: str(parts_dir / part_name(file)), args, workers, device,
-             batch_windows, record, bar)
+             batch_windows, record, bar, pairing)
     bar.close()

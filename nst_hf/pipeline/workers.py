@@ -14,6 +14,7 @@ from nst_hf.pipeline.parts import tokenize_part
 
 
 _WORKER_TOKENIZER = None
+_WORKER_PAIRING = None
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -37,8 +38,9 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent_pid,), name="nst_hf-parent-watch", daemon=True).start()
 
 
-def _init_worker(tokenizer, fingerprint: str, device, batch_windows, threads: int, parent_pid: int) -> None:
-    global _WORKER_TOKENIZER
+def _init_worker(tokenizer, fingerprint: str, device, batch_windows, threads: int, parent_pid: int,
+                 pairing=None) -> None:
+    global _WORKER_TOKENIZER, _WORKER_PAIRING
     _die_with_parent(parent_pid)
     import torch
 
@@ -53,10 +55,11 @@ def _init_worker(tokenizer, fingerprint: str, device, batch_windows, threads: in
     if tokenizer.fingerprint() != fingerprint:  # pragma: no cover - a pickling bug, never silent
         raise RuntimeError("the tokenizer changed on its way to a worker process")
     _WORKER_TOKENIZER = tokenizer
+    _WORKER_PAIRING = pairing  # sent once per worker (a basecall index can be large), not with every file
 
 
 def _worker_task(*args) -> dict:
-    return tokenize_part(_WORKER_TOKENIZER, *args)
+    return tokenize_part(_WORKER_TOKENIZER, *args, pairing=_WORKER_PAIRING)
 
 
 def configure(tokenizer, device, batch_windows) -> None:
@@ -67,12 +70,12 @@ def configure(tokenizer, device, batch_windows) -> None:
 
 
 def run_pool(tokenizer, fingerprint: str, todo: list[str], part_of, args: tuple, workers: int, device,
-              batch_windows, record, bar) -> None:
+              batch_windows, record, bar, pairing=None) -> None:
     import multiprocessing
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                               initargs=(tokenizer, fingerprint, device, batch_windows, threads, os.getpid()))
+                               initargs=(tokenizer, fingerprint, device, batch_windows, threads, os.getpid(), pairing))
     try:
         futures = {pool.submit(_worker_task, file, part_of(file), *args): file for file in todo}
         for future in as_completed(futures):

@@ -251,6 +251,12 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
     def samples_per_token(self) -> int:
         raise NotImplementedError
 
+    @property
+    def token_centre(self) -> int:
+        """Offset (samples) from a frame's first sample to its centre: frame ``t`` is centred on sample
+        ``t * samples_per_token + token_centre``."""
+        return self.samples_per_token // 2
+
     def num_levels(self, token_type: str | None = None) -> int:
         """Code levels per frame for ``token_type`` (``"Lk"``: the first k RVQ levels; ``None``: the default)."""
         token_type = token_type or self.default_token_type

@@ -125,6 +125,12 @@ class NstKMeansTokenizer(NstBaseTokenizer):
     def min_samples_for_tokens(self) -> int:
         return self.dimension
 
+    @property
+    def token_centre(self) -> int:
+        """A token is a window of ``dimension`` samples starting every ``stride``: its centre is ``dimension // 2``
+        samples in."""
+        return self.dimension // 2
+
     def flops_per_sample(self, token_type: str | None = None) -> dict[str, float]:
         """The nearest-centroid search (``2·K·D`` per window) per input sample; there is no encoder."""
         return {"encoder": 0.0, "search": 2.0 * self.codebook_size * self.dimension / self.stride}
