@@ -128,13 +128,21 @@ class _BaseInformation:
         bases, kmers = np.concatenate(self.bases), np.concatenate(self.kmers)
         with_kmer = kmers >= 0
         levels = {f"L{i + 1}": np.concatenate(c) for i, c in enumerate(self.codes)}
+        # the same counts with the pairing shuffled: what the estimator reports for tokens that carry nothing
+        # (its remaining bias, large when codes × 64 3-mers approaches the number of frames)
+        order = np.random.default_rng(0).permutation(bases.size)
+        shuffled_bases, shuffled_kmers = bases[order], kmers[order]
+        both = with_kmer & (shuffled_kmers >= 0)
+        baseline = {"base": {k: mutual_information_bits(c, shuffled_bases) for k, c in levels.items()},
+                    "kmer3": {k: mutual_information_bits(c[both], shuffled_kmers[both]) for k, c in levels.items()}}
         return {
             "base_information_bits": {k: mutual_information_bits(c, bases) for k, c in levels.items()},
             "kmer3_information_bits": {k: mutual_information_bits(c[with_kmer], kmers[with_kmer])
                                        for k, c in levels.items()},
             "base_information": {"frames": int(bases.size), "frames_with_3mer": int(with_kmer.sum()),
                                  "basecalls": self.paired, "base_entropy_bits": entropy_bits(bases),
-                                 "kmer3_entropy_bits": entropy_bits(kmers[with_kmer]), "skipped": self.skipped},
+                                 "kmer3_entropy_bits": entropy_bits(kmers[with_kmer]),
+                                 "shuffled_baseline_bits": baseline, "skipped": self.skipped},
         }
 
 
@@ -146,7 +154,9 @@ def evaluate_tokenizer(tokenizer, inputs: Iterable, token_type: str | None = Non
     the report adds ``base_information_bits``: per level, the mutual information I(token; base) in bits
     between each frame's code and the base whose span covers the frame's centre (see :func:`frame_bases`),
     from Miller–Madow-corrected plug-in entropies; ``kmer3_information_bits`` the same for the 3-mer
-    centred on that base; ``base_information`` the counts and the bases' own entropy (the ceiling).
+    centred on that base; ``base_information`` the counts, the bases' own entropy (the ceiling) and
+    ``shuffled_baseline_bits``, the same estimates with the frame–base pairing shuffled (what remains of the
+    estimator's bias: subtract it, or prefer fewer codes, when it is not small).
     """
     levels = tokenizer.num_levels(token_type)
     per_level: list[list[np.ndarray]] = [[] for _ in range(levels)]

@@ -501,6 +501,9 @@ def test_evaluate_base_information_agrees_with_a_hand_count(tmp_path, paired, sa
     assert report["base_information_bits"]["L1"] == pytest.approx(hand_mutual_information(base_pairs), abs=1e-9)
     assert report["kmer3_information_bits"]["L1"] == pytest.approx(hand_mutual_information(kmer_pairs), abs=1e-9)
     assert 0 < report["base_information_bits"]["L1"] < report["base_information"]["base_entropy_bits"]
+    baseline = report["base_information"]["shuffled_baseline_bits"]
+    assert abs(baseline["base"]["L1"]) < 0.01 < report["base_information_bits"]["L1"]  # tokens beat no information
+    assert abs(baseline["kmer3"]["L1"]) < report["kmer3_information_bits"]["L1"]
 
 
 def test_cli_evaluate_prints_base_information(tmp_path, paired, sam_records, tiny_rvq, capsys):
@@ -515,3 +518,39 @@ def test_cli_evaluate_prints_base_information(tmp_path, paired, sam_records, tin
     assert set(report["base_information_bits"]) == {"L1", "L2", "L3"}
     assert all(0 < v < 2 for v in report["base_information_bits"].values())
     assert report["base_information"]["basecalls"] == 1 and report["reads"] == 1
+
+
+@pytest.mark.slow
+def test_worker_processes_write_the_same_pairs(tmp_path, paired, reads, tiny_kmeans):
+    from nst_hf.io.writers import write_pod5
+    from nst_hf.output import read_jsonl
+    from nst_hf.pipeline import pair_inputs
+
+    ordered = list(reads.values())
+    write_pod5(tmp_path / "in" / "a.pod5", ordered[:20])
+    write_pod5(tmp_path / "in" / "b.pod5", ordered[20:])
+    one = pair_inputs(tmp_path / "in", paired / "moves.sam", tmp_path / "one.jsonl", tokenizer=tiny_kmeans,
+                      chunk_size=800)
+    two = pair_inputs(tmp_path / "in", paired / "moves.sam", tmp_path / "two.jsonl", tokenizer=tiny_kmeans,
+                      chunk_size=800, workers=2)
+    assert one.reads == two.reads == 40 and two.skipped == []
+    assert read_jsonl(tmp_path / "two.jsonl") == read_jsonl(tmp_path / "one.jsonl")
+
+
+def test_reads_to_dataset_joins_basecalls_and_names_the_unjoined(tmp_path, paired, sam_records):
+    from nst_hf.errors import InvalidReadError
+    from nst_hf.hf_datasets import reads_to_dataset
+
+    sam = tmp_path / "calls.sam"
+    write_alignments(sam, sam_records[1:] + [dict(sam_records[0], id="orphan")])
+    with pytest.raises(InvalidReadError, match=sam_records[0]["id"] + ".*no basecall"):
+        reads_to_dataset(paired / "reads.blow5", basecalls=sam, cache_dir=str(tmp_path / "c1"))
+    write_alignments(tmp_path / "all.sam", sam_records + [dict(sam_records[0], id="orphan")])
+    with pytest.raises(InvalidReadError, match="1 signal read.*orphan"):
+        reads_to_dataset(paired / "reads.blow5", basecalls=tmp_path / "all.sam", cache_dir=str(tmp_path / "c2"))
+    ds = reads_to_dataset(paired / "reads.blow5", basecalls=sam, on_error="skip", cache_dir=str(tmp_path / "c3"))
+    assert len(ds) == 39 and sam_records[0]["id"] not in set(ds["read_id"])
+    row = ds[0]
+    rec = next(r for r in sam_records if r["id"] == row["read_id"])
+    assert row["bases"] == rec["seq"] and row["base_samples"] == hand_starts(rec)
+    assert row["signal_read_id"] == row["read_id"] and row["region_start"] == 0

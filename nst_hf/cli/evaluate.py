@@ -50,9 +50,11 @@ def run(args) -> int:
             print(f"  base information over {info['frames']:,} frames of {info['basecalls']} basecalls "
                   f"(bases carry {info.get('base_entropy_bits', 0):.3f} bits, 3-mers "
                   f"{info.get('kmer3_entropy_bits', 0):.3f}):")
+            baseline = info["shuffled_baseline_bits"]
             for level, bits in report["base_information_bits"].items():
                 print(f"    {level}: I(token; base) {bits:.4f} bits, I(token; 3-mer) "
-                      f"{report['kmer3_information_bits'][level]:.4f} bits")
+                      f"{report['kmer3_information_bits'][level]:.4f} bits (shuffled pairing: "
+                      f"{baseline['base'][level]:.4f} / {baseline['kmer3'][level]:.4f})")
             if info["skipped"]:
                 print(f"    {len(info['skipped'])} reads or basecalls not counted (see --json)")
         if "reconstruction" in report:
