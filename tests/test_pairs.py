@@ -123,11 +123,14 @@ def test_mapped_bam_turns_reverse_strand_back_and_skips_secondary_and_supplement
             cut = len(rec["seq"]) // 3
             derived.append(dict(primary, flag=primary["flag"] | 0x800, seq=primary["seq"][:cut],
                                 qual=primary["qual"][:cut], cigar=f"{cut}M{len(rec['seq']) - cut}H"))
+    duplex = dict(sam_records[0], id=f"{sam_records[0]['id']};{sam_records[1]['id']}", flag=4)
+    duplex["tags"] = [t for t in sam_records[0]["tags"] if t[0] != "mv"] + [("dx", 1, "i")]
+    derived.append(duplex)
     bam = tmp_path / "mapped.bam"
     write_alignments(bam, derived, mapped=True)
     calls = open_basecalls(bam)
     assert len(calls) == 40
-    assert calls.skipped_records == {"secondary": 8, "supplementary": 8}
+    assert calls.skipped_records == {"secondary": 8, "supplementary": 8, "duplex": 1}
     for rec in sam_records:
         assert calls[rec["id"]].sequence == rec["seq"]  # the basecaller's orientation, not the reference's
         assert calls[rec["id"]].base_starts.tolist() == hand_starts(rec)

@@ -6,7 +6,8 @@ the read's samples, so base *i* starts at sample ``ts + stride × (index of the 
 (``pi:Z`` parent id, ``sp:i`` offset) lies at that offset in its parent's signal; every position here is
 a sample of the *signal read* (the parent for split reads). Mapped files store reverse-strand records
 (flag 16) reverse-complemented: the sequence is turned back into the basecaller's orientation. Secondary
-and supplementary records are skipped.
+and supplementary records, and dorado's duplex calls (``dx:i:1``, bases from two signal reads), are
+skipped and counted in ``skipped_records``.
 
 The first pass keeps only an index (read id → file offset) for SAM and BAM, so memory does not grow
 with the bases; FASTQ (sequence only, no move table) and CRAM (which htslib cannot seek in) are held in
@@ -234,13 +235,16 @@ class Basecalls(Mapping):
         self._memory: dict[str, Basecall | InvalidReadError] = {}  # FASTQ and CRAM (no seeking): parsed
         self._children: dict[str, list[tuple[int, str]]] = {}  # signal read id -> [(split offset, read id)]
         self._duplicates: dict[str, str] = {}
-        self.skipped_records = {"secondary": 0, "supplementary": 0}
+        self.skipped_records = {"secondary": 0, "supplementary": 0, "duplex": 0}
         self._handles: dict[int, object] = {}
         self._pid = os.getpid()
         for number, file in enumerate(self.files):
             self._index_file(number, file)
         for children in self._children.values():
             children.sort()
+        if any(self.skipped_records.values()):
+            logger.info("basecalls: skipped %s records (not primary simplex calls of one signal read)",
+                        ", ".join(f"{n} {kind}" for kind, n in self.skipped_records.items() if n))
 
     # ---------------------------------------------------------------- index pass
     def _open_alignment(self, file: str):
@@ -286,6 +290,9 @@ class Basecalls(Mapping):
                     continue
                 if record.flag & _SUPPLEMENTARY:
                     self.skipped_records["supplementary"] += 1
+                    continue
+                if _tag(record, "dx") == 1:  # a duplex call: its bases come from two signal reads, not one
+                    self.skipped_records["duplex"] += 1
                     continue
                 parent = _tag(record, "pi")
                 if not self._add(record.query_name, parent, int(_tag(record, "sp", 0)), file):
