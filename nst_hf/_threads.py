@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 _pools: dict[tuple[str, int], tuple[int, ThreadPoolExecutor]] = {}
@@ -50,3 +52,50 @@ def compute_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+_DONE = object()
+
+
+def ahead(items: Iterable, depth: int = 1) -> Iterator:
+    """Yield ``items`` in order while a thread already produces the next ``depth`` of them.
+
+    An exception of the producer is raised here, after the items before it. Closing this generator (or an
+    exception in the consumer) stops the producer after the item it is making and waits for it, so that
+    the caller may close what the items come from.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:  # handed to the consumer, never lost in the thread
+            put((_DONE, exc))
+            return
+        put((_DONE, None))
+
+    thread = threading.Thread(target=produce, name="nst_hf-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if item is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from transformers import BatchEncoding, PreTrainedTokenizer
 
-from nst_hf._threads import compute_threads, thread_pool
+from nst_hf._threads import ahead, compute_threads, thread_pool
 from nst_hf.errors import CheckpointError, ConstantSignalError, InvalidReadError, InvalidSignalError, NstHfError
 from nst_hf.io import SignalRecord
 from nst_hf.preprocessing import PreprocessingConfig, preprocess, resample_signal
@@ -56,6 +56,20 @@ _PUSH_ARGUMENTS = ("repo_id", "commit_message", "commit_description", "private",
                    "tags", "api")
 #: Keyword arguments of :meth:`NstBaseTokenizer.encode_signal` that override the saved preprocessing.
 _OVERRIDABLE = {f.name for f in fields(PreprocessingConfig)} | {"do_normalize"}
+
+
+def _batches_of_samples(records: Iterable[SignalRecord], batch_samples: float) -> Iterator[list[SignalRecord]]:
+    """Consecutive records in lists of at least ``batch_samples`` samples (the last may hold fewer)."""
+    pending: list[SignalRecord] = []
+    pending_samples = 0
+    for record in records:
+        pending.append(record)
+        pending_samples += record.num_samples
+        if pending_samples >= batch_samples:
+            yield pending
+            pending, pending_samples = [], 0
+    if pending:
+        yield pending
 
 
 def _signal_batch(signals) -> tuple[list[np.ndarray], bool]:
@@ -461,22 +475,25 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
 
     def iter_tokenized(self, records: Iterable[SignalRecord], token_type: str | None = None,
                        on_error: str = "raise", resample: bool = False,
-                       batch_samples: int = DEFAULT_BATCH_SAMPLES) -> Iterator[tuple[SignalRecord, np.ndarray | None, str | None]]:
+                       batch_samples: int = DEFAULT_BATCH_SAMPLES,
+                       prefetch: bool | None = None) -> Iterator[tuple[SignalRecord, np.ndarray | None, str | None]]:
         """Yield ``(record, codes, error)`` for each record, encoding reads in batches of ~``batch_samples``.
 
         With ``on_error="skip"`` a read that cannot be tokenized yields ``codes=None`` and its reason;
-        with ``"raise"`` the error propagates naming the read.
+        with ``"raise"`` the error propagates naming the read. ``prefetch`` (default: on when there is more
+        than one batch, unless ``NST_HF_PREFETCH=0``) reads and preprocesses the next batch on a thread while
+        this one is encoded; at most one batch waits, so memory stays bounded.
         """
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         levels = self.num_levels(token_type)
-        pending: list[SignalRecord] = []
-        pending_samples = 0
-
-        def flush():
-            outcomes = self._preprocess_many(pending, [r.sampling_rate for r in pending], resample)
+        if prefetch is None:
+            prefetch = batch_samples != float("inf") and os.environ.get("NST_HF_PREFETCH", "1") != "0"
+        prepared = ((batch, self._preprocess_many(batch, [r.sampling_rate for r in batch], resample))
+                    for batch in _batches_of_samples(records, batch_samples))
+        for batch, outcomes in (ahead(prepared) if prefetch else prepared):
             errors: dict[int, str] = {}
-            for i, (record, (_, exc)) in enumerate(zip(pending, outcomes)):
+            for i, (record, (_, exc)) in enumerate(zip(batch, outcomes)):
                 if exc is None:
                     continue
                 message = f"{record.source_file or '<memory>'}: read {record.read_id}: {exc}"
@@ -484,20 +501,11 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
                     raise InvalidReadError(message, path=record.source_file, read_id=record.read_id) from exc
                 logger.warning("skipping read %s: %s", record.read_id, exc)
                 errors[i] = str(exc)
-            good = [i for i in range(len(pending)) if i not in errors]
+            good = [i for i in range(len(batch)) if i not in errors]
             codes = self._encode_preprocessed([outcomes[i][0] for i in good], levels) if good else []
             by_index = dict(zip(good, codes))
-            for i, record in enumerate(pending):
+            for i, record in enumerate(batch):
                 yield record, by_index.get(i), errors.get(i)
-
-        for record in records:
-            pending.append(record)
-            pending_samples += record.num_samples
-            if pending_samples >= batch_samples:
-                yield from flush()
-                pending, pending_samples = [], 0
-        if pending:
-            yield from flush()
 
     # ------------------------------------------------------------------ saving
 
