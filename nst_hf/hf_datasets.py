@@ -46,7 +46,7 @@ def basecall_features():
             "called_end": Value("int64"), "region_start": Value("int64"), "region_end": Value("int64")}
 
 
-def _generate_reads(files: list[str], read_ids: list[str] | None, on_error: str, basecalls=None):
+def _generate_reads(files: list[str], read_ids: tuple[str, ...] | None, on_error: str, basecalls=None):
     with open_reads(files, read_ids=read_ids, on_error=on_error) as source:
         for record in source:
             row = {"read_id": record.read_id, "signal": record.signal, "offset": record.offset,
@@ -125,7 +125,9 @@ def reads_to_dataset(paths, read_ids: Iterable[str] | None = None, on_error: str
         fingerprint = hashlib.sha256((fingerprint + _fingerprint(calls.files, None, "")).encode()).hexdigest()[:32]
     try:
         dataset = Dataset.from_generator(
-            _generate_reads, features=features, gen_kwargs={"files": files, "read_ids": read_ids,
+            # only ``files`` is a list: datasets shards every list in gen_kwargs over num_proc (a tuple it leaves whole)
+            _generate_reads, features=features, gen_kwargs={"files": files,
+                                                            "read_ids": tuple(read_ids) if read_ids else read_ids,
                                                             "on_error": on_error, "basecalls": calls},
             num_proc=num_proc, writer_batch_size=writer_batch_size, cache_dir=cache_dir, fingerprint=fingerprint,
         )

@@ -557,3 +557,12 @@ def test_reads_to_dataset_joins_basecalls_and_names_the_unjoined(tmp_path, paire
     rec = next(r for r in sam_records if r["id"] == row["read_id"])
     assert row["bases"] == rec["seq"] and row["base_samples"] == hand_starts(rec)
     assert row["signal_read_id"] == row["read_id"] and row["region_start"] == 0
+
+
+@pytest.mark.parametrize("num_proc", [None, 2])
+def test_reads_to_dataset_keeps_the_asked_read_ids_whatever_the_processes(tmp_path, paired, reads, num_proc):
+    from nst_hf.hf_datasets import reads_to_dataset
+
+    wanted = sorted(reads)[:3]
+    ds = reads_to_dataset(paired / "reads.blow5", read_ids=wanted, num_proc=num_proc, cache_dir=str(tmp_path))
+    assert sorted(ds["read_id"]) == wanted

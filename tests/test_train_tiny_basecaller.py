@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import _require
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,8 +44,7 @@ def test_tiny_basecaller_loss_goes_down_on_held_out_reads(shared_dir, tmp_path):
     import nst_hf
 
     example = _example()
-    if not example.BASECALLS.exists():
-        pytest.skip(f"{example.BASECALLS} not found")
+    _require(example.PAIRED)  # skips, or fails under CI, without ../shared/data/paired
     with nst_hf.open_basecalls(example.BASECALLS) as calls:  # the 10 shortest reads keep tokenizing cheap
         read_ids = sorted(calls, key=lambda read_id: (calls[read_id].num_samples, read_id))[:10]
     result = example.main(steps=60, chunk_size=800, batch_size=8, seed=0, read_ids=read_ids, heldout=2,
@@ -58,7 +59,8 @@ def test_tiny_basecaller_loss_goes_down_on_held_out_reads(shared_dir, tmp_path):
     assert end < 0.3 * start
     assert result["heldout_loss_start"] > 6.0
     assert result["heldout_loss_end"] < result["heldout_loss_start"] - 4.0
-    # below what knowing the base frequencies alone gives (the targets' unigram entropy, ~1.40 nats here)
-    # and below ln 4: the model has learned more than the base composition
-    assert result["heldout_loss_end"] < result["unigram_entropy"] - 0.05
+    # below what knowing the base frequencies alone gives (the targets' unigram entropy, 1.405 nats here) and
+    # below ln 4: the model has learned more than the base composition. Seeds 0-2 end at 1.30-1.34 (by
+    # 60 steps; it is still ~1.5-1.9 at step 20). Not asserted: that it reads the signal (see the README).
+    assert result["heldout_loss_end"] < result["unigram_entropy"]
     assert result["heldout_loss_end"] < math.log(4)
