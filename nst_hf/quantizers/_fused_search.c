@@ -4,15 +4,21 @@
  * registers so that the [rows, K] score matrix is never written to memory (a matrix product followed
  * by a minimum is bound by that memory traffic when D is small).
  *
- * The codebook is packed by Python as [K/16][D][16] (K padded with +inf norms), so one tile of 16 codes
- * is two AVX vectors per dimension; codes l and l + 8 share lane l of the running best/runner-up
- * state. Rows go in tiles of ROWS = 6 (12 accumulators + 2 code vectors + 1 broadcast fill the 16
- * AVX registers; the last tile repeats its last row).
+ * The codebook is packed by Python as [K/16][D][16] (K padded with +inf norms). Three code paths, picked
+ * per call by name (Python chooses: nst_hf.quantizers.fused, NST_HF_FUSED_KERNEL):
+ * - "avx512": one tile of 16 codes is one zmm vector per dimension; passes of 14 rows x 2 tiles
+ *   (28 accumulators in the 32 zmm registers), see search_avx512;
+ * - "avx2": a tile is two AVX vectors per dimension, codes l and l + 8 share lane l of the running
+ *   best/runner-up state; rows go in tiles of ROWS = 6 (12 accumulators + 2 code vectors + 1 broadcast
+ *   fill the 16 AVX registers);
+ * - "generic": portable C, one row at a time.
+ * The last row tile repeats its last row. Every path sums dot products in blocks of DIM_BLOCK dimensions.
  * Scores are plain fp32; the caller proves each winner with an error bound and re-decides near-ties in
  * float64, so the evaluation order here never changes a token.
  *
- * nearest_two(x, packed, norms, best, index, second, rows, dim, padded_codes, row_start, row_stop)
- * releases the GIL, so several Python threads can search disjoint row ranges at once.
+ * nearest_two(x, packed, norms, best, index, second, rows, dim, padded_codes, row_start, row_stop, kernel)
+ * releases the GIL, so several Python threads can search disjoint row ranges at once; kernels() lists
+ * the paths usable on this CPU with their row tiles.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -200,23 +206,184 @@ __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const
     return 0;
 }
 
-static search_fn pick_search(void) {
-    const char *forced = getenv("NST_HF_FUSED_KERNEL"); /* "generic" forces the portable path (tests) */
-    if (forced != NULL && strcmp(forced, "generic") == 0) return search_generic;
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return search_avx2;
-    return search_generic;
-}
-static const char *search_name(search_fn fn) { return fn == search_avx2 ? "avx2" : "generic"; }
-#else
-static search_fn pick_search(void) { return search_generic; }
-static const char *search_name(search_fn fn) {
-    (void)fn;
-    return "generic";
-}
+/* ---------------------------------------------------------------- AVX-512 path
+ *
+ * One tile of 16 codes is one zmm vector per dimension (lane l = code l of the tile), so a pass takes two
+ * adjacent code tiles (32 codes) against ROWS512 = 14 rows: 28 accumulators + 2 code vectors of the 32
+ * zmm registers, the row values broadcast from memory inside the FMA. The rows of a tile are first copied
+ * dimension-major ([D][ROWS512], the last tile repeating its last row) so that all 14 broadcasts of a
+ * dimension address one pointer with constant offsets. Same blocked sums, same fp32 score |c|^2 - 2x.c
+ * as the AVX2 path, so score_error_terms bounds both. */
+#ifndef ROWS512
+#define ROWS512 14
 #endif
 
-static search_fn chosen_search = NULL;
+typedef struct {
+    __m512 b1, b2;
+    __m512i bi;
+} state512;
+
+/* Lane l of a row's state takes code t*16 + l, tiles in ascending order: a strictly smaller score replaces
+ * the best (so the lower code wins on equal scores) and the displaced best, or the score itself, is a
+ * runner-up candidate. */
+__attribute__((target("avx512f"))) static inline void update512(state512 *st, __m512 s, __m512i ids) {
+    const __mmask16 lt = _mm512_cmp_ps_mask(s, st->b1, _CMP_LT_OQ);
+    st->b2 = _mm512_min_ps(st->b2, _mm512_max_ps(st->b1, s));
+    st->bi = _mm512_mask_mov_epi32(st->bi, lt, ids);
+    st->b1 = _mm512_min_ps(st->b1, s);
+}
+
+/* Reduce one row's 16 lanes: smallest score (lowest code on equal scores) and the runner-up. */
+__attribute__((target("avx512f"))) static void finish512(const state512 *st, float *best, int64_t *index,
+                                                        float *second) {
+    float b1[16], b2[16];
+    int32_t bi[16];
+    _mm512_storeu_ps(b1, st->b1);
+    _mm512_storeu_ps(b2, st->b2);
+    _mm512_storeu_si512((void *)bi, st->bi);
+    int w = 0;
+    for (int l = 1; l < 16; l++)
+        if (b1[l] < b1[w] || (b1[l] == b1[w] && bi[l] < bi[w])) w = l;
+    float runner = INFINITY;
+    for (int l = 0; l < 16; l++) {
+        if (b2[l] < runner) runner = b2[l];
+        if (l != w && b1[l] < runner) runner = b1[l];
+    }
+    *best = b1[w];
+    *index = bi[w];
+    *second = runner;
+}
+
+/* Scores of ROWS512 rows (xt: [dim][ROWS512]) against NT (1 or 2) code tiles starting at tile t, folded
+ * into the rows' states. NT is a constant at each call, so each variant compiles to its own loop. */
+__attribute__((target("avx512f"), always_inline)) static inline void pass512(
+    const float *xt, const float *packed, const float *norms, Py_ssize_t t, Py_ssize_t dim, state512 *st,
+    const int NT) {
+    const float *tile0 = packed + t * dim * LANES, *tile1 = tile0 + dim * LANES;
+    __m512 acc[ROWS512][2], part[ROWS512][2];
+    for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
+        const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
+        for (int r = 0; r < ROWS512; r++) part[r][0] = part[r][1] = _mm512_setzero_ps();
+        for (Py_ssize_t d = d0; d < d1; d++) {
+            const float *xd = xt + d * ROWS512;
+            const __m512 c0 = _mm512_loadu_ps(tile0 + d * LANES);
+            const __m512 c1 = NT == 2 ? _mm512_loadu_ps(tile1 + d * LANES) : c0;
+            for (int r = 0; r < ROWS512; r++) {
+                const __m512 v = _mm512_set1_ps(xd[r]);
+                part[r][0] = _mm512_fmadd_ps(v, c0, part[r][0]);
+                if (NT == 2) part[r][1] = _mm512_fmadd_ps(v, c1, part[r][1]);
+            }
+        }
+        for (int r = 0; r < ROWS512; r++) {
+            acc[r][0] = d0 == 0 ? part[r][0] : _mm512_add_ps(acc[r][0], part[r][0]);
+            if (NT == 2) acc[r][1] = d0 == 0 ? part[r][1] : _mm512_add_ps(acc[r][1], part[r][1]);
+        }
+    }
+    const __m512 minus_two = _mm512_set1_ps(-2.0f);
+    const __m512i ids0 = _mm512_add_epi32(_mm512_set1_epi32((int)(t * LANES)),
+                                          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __m512 n0 = _mm512_loadu_ps(norms + t * LANES);
+    for (int r = 0; r < ROWS512; r++) update512(&st[r], _mm512_fmadd_ps(minus_two, acc[r][0], n0), ids0);
+    if (NT == 2) {
+        const __m512i ids1 = _mm512_add_epi32(ids0, _mm512_set1_epi32(LANES));
+        const __m512 n1 = _mm512_loadu_ps(norms + (t + 1) * LANES);
+        for (int r = 0; r < ROWS512; r++) update512(&st[r], _mm512_fmadd_ps(minus_two, acc[r][1], n1), ids1);
+    }
+}
+
+__attribute__((target("avx512f"))) static int search_avx512(const float *x, const float *packed,
+                                                           const float *norms, float *best,
+                                                           int64_t *index, float *second,
+                                                           Py_ssize_t rows, Py_ssize_t dim,
+                                                           Py_ssize_t codes, Py_ssize_t row_start,
+                                                           Py_ssize_t row_stop) {
+    (void)rows;
+    const Py_ssize_t tiles = codes / LANES;
+    /* an even number of tiles per code block, so that passes of two tiles do not straddle blocks */
+    Py_ssize_t tiles_per_block = CODE_BLOCK_BYTES / (dim * LANES * (Py_ssize_t)sizeof(float)) / 2 * 2;
+    if (tiles_per_block < 2) tiles_per_block = 2;
+    Py_ssize_t rows_per_block = ROW_BLOCK_BYTES / (dim * (Py_ssize_t)sizeof(float)) / ROWS512 * ROWS512;
+    if (rows_per_block < ROWS512) rows_per_block = ROWS512;
+    state512 *states = _mm_malloc((size_t)rows_per_block * sizeof(state512), 64);
+    float *xt = _mm_malloc((size_t)rows_per_block * (size_t)dim * sizeof(float), 64);
+    if (states == NULL || xt == NULL) {
+        _mm_free(states);
+        _mm_free(xt);
+        return -1;
+    }
+    for (Py_ssize_t rb = row_start; rb < row_stop; rb += rows_per_block) {
+        const Py_ssize_t rb_end = rb + rows_per_block < row_stop ? rb + rows_per_block : row_stop;
+        for (Py_ssize_t i0 = rb; i0 < rb_end; i0 += ROWS512) { /* row tiles, dimension-major */
+            float *dst = xt + (i0 - rb) * dim;
+            for (int r = 0; r < ROWS512; r++) {
+                const float *src = x + (i0 + r < rb_end ? i0 + r : rb_end - 1) * dim;
+                for (Py_ssize_t d = 0; d < dim; d++) dst[d * ROWS512 + r] = src[d];
+            }
+        }
+        for (Py_ssize_t k = 0; k < rows_per_block; k++) {
+            states[k].b1 = states[k].b2 = _mm512_set1_ps(INFINITY);
+            states[k].bi = _mm512_setzero_si512();
+        }
+        for (Py_ssize_t t0 = 0; t0 < tiles; t0 += tiles_per_block) {
+            const Py_ssize_t t1 = t0 + tiles_per_block < tiles ? t0 + tiles_per_block : tiles;
+            for (Py_ssize_t i0 = rb; i0 < rb_end; i0 += ROWS512) {
+                const float *xr = xt + (i0 - rb) * dim;
+                state512 *st = states + (i0 - rb);
+                Py_ssize_t t = t0;
+                for (; t + 2 <= t1; t += 2) pass512(xr, packed, norms, t, dim, st, 2);
+                if (t < t1) pass512(xr, packed, norms, t, dim, st, 1);
+            }
+        }
+        for (Py_ssize_t i = rb; i < rb_end; i++) finish512(&states[i - rb], best + i, index + i, second + i);
+    }
+    _mm_free(states);
+    _mm_free(xt);
+    return 0;
+}
+
+static int cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+static int cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+#define HAVE_X86_PATHS 1
+#endif
+
+/* The code paths, fastest first; a path is usable when this build has it and the CPU supports it. */
+typedef struct {
+    const char *name;
+    search_fn fn;
+    int row_tile;
+    int (*usable)(void);
+} search_path;
+
+static int always(void) { return 1; }
+
+static const search_path paths[] = {
+#ifdef HAVE_X86_PATHS
+    {"avx512", search_avx512, ROWS512, cpu_has_avx512},
+    {"avx2", search_avx2, ROWS, cpu_has_avx2},
+#endif
+    {"generic", search_generic, 1, always},
+};
+#define NUM_PATHS ((int)(sizeof(paths) / sizeof(paths[0])))
+
+/* The usable path called name, or NULL (with ValueError set). */
+static const search_path *find_path(const char *name) {
+    for (int p = 0; p < NUM_PATHS; p++)
+        if (strcmp(paths[p].name, name) == 0) {
+            if (paths[p].usable()) return &paths[p];
+            break;
+        }
+    PyErr_Format(PyExc_ValueError, "nearest_two: kernel %s is not usable on this CPU or build; "
+                 "see nst_hf.quantizers.fused.supported_kernels()", name);
+    return NULL;
+}
+
+
 
 static int check_buffer(Py_buffer *view, Py_ssize_t items, Py_ssize_t itemsize, const char *name) {
     if (view->len < items * itemsize || view->itemsize != itemsize ||
@@ -233,10 +400,13 @@ static PyObject *nearest_two(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer xv, pv, nv, bv, iv, sv;
     Py_ssize_t rows, dim, codes, start, stop;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*nnnnn", &xv, &pv, &nv, &bv, &iv, &sv, &rows, &dim,
-                          &codes, &start, &stop))
+    const char *kernel;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*nnnnns", &xv, &pv, &nv, &bv, &iv, &sv, &rows, &dim,
+                          &codes, &start, &stop, &kernel))
         return NULL;
     PyObject *result = NULL;
+    const search_path *path = find_path(kernel);
+    if (path == NULL) goto done;
     if (dim <= 0 || codes <= 0 || codes % LANES != 0 || start < 0 || stop > rows || start > stop) {
         PyErr_SetString(PyExc_ValueError,
                         "nearest_two: need dim > 0, codes a positive multiple of 16 and "
@@ -248,7 +418,7 @@ static PyObject *nearest_two(PyObject *self, PyObject *args) {
         !check_buffer(&iv, rows, 8, "index") || !check_buffer(&sv, rows, 4, "second"))
         goto done;
     int status;
-    Py_BEGIN_ALLOW_THREADS status = chosen_search((const float *)xv.buf, (const float *)pv.buf,
+    Py_BEGIN_ALLOW_THREADS status = path->fn((const float *)xv.buf, (const float *)pv.buf,
                                                   (const float *)nv.buf, (float *)bv.buf,
                                                   (int64_t *)iv.buf, (float *)sv.buf, rows, dim,
                                                   codes, start, stop);
@@ -332,18 +502,33 @@ done:
     return result;
 }
 
-static PyObject *kernel_name(PyObject *self, PyObject *noargs) {
+/* ((name, row_tile), ...) of the paths usable here, fastest first ("generic" always last). */
+static PyObject *kernels(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
-    return PyUnicode_FromString(search_name(chosen_search));
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    for (int p = 0; p < NUM_PATHS; p++) {
+        if (!paths[p].usable()) continue;
+        PyObject *item = Py_BuildValue("(si)", paths[p].name, paths[p].row_tile);
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    PyObject *tuple = PyList_AsTuple(out);
+    Py_DECREF(out);
+    return tuple;
 }
 
 static PyMethodDef methods[] = {
     {"nearest_two", nearest_two, METH_VARARGS,
-     "nearest_two(x, packed, norms, best, index, second, rows, dim, codes, start, stop) -> None"},
+     "nearest_two(x, packed, norms, best, index, second, rows, dim, codes, start, stop, kernel) -> None"},
     {"pair_distances", py_pair_distances, METH_VARARGS,
      "pair_distances(x, codebook, rows, codes, out, num_rows, num_codes, dim, pairs) -> None"},
-    {"kernel_name", kernel_name, METH_NOARGS, "Name of the code path chosen for this CPU."},
+    {"kernels", kernels, METH_NOARGS, "((name, row_tile), ...) of the code paths usable here, fastest first."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused_search",
@@ -351,11 +536,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused_search",
                                     methods};
 
 PyMODINIT_FUNC PyInit__fused_search(void) {
-    chosen_search = pick_search();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    if (PyModule_AddIntConstant(m, "LANES", LANES) < 0 || PyModule_AddIntConstant(m, "ROW_TILE", ROWS) < 0 ||
-        PyModule_AddIntConstant(m, "DIM_BLOCK", DIM_BLOCK) < 0) {
+    if (PyModule_AddIntConstant(m, "LANES", LANES) < 0 || PyModule_AddIntConstant(m, "DIM_BLOCK", DIM_BLOCK) < 0) {
         Py_DECREF(m);
         return NULL;
     }

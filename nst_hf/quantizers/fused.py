@@ -2,15 +2,22 @@
 
 A matrix product followed by a minimum writes and re-reads a ``[rows, K]`` score block; for the small
 ``D`` of these codebooks (32–64) that memory traffic, not arithmetic, bounds the search. The kernel
-keeps each 6-row × 16-code tile of scores in registers and returns per row the best score, its code and
-the runner-up score, which is all the exactness check in :mod:`nst_hf.quantizers.nearest` needs.
+keeps each tile of scores in registers (14 rows × 32 codes on AVX-512, 6 rows × 16 codes on AVX2) and
+returns per row the best score, its code and the runner-up score, which is all the exactness check in
+:mod:`nst_hf.quantizers.nearest` needs.
+
+The kernel has three code paths, ``"avx512"``, ``"avx2"`` and ``"generic"`` (portable C); the fastest
+one the CPU supports runs unless ``NST_HF_FUSED_KERNEL`` names another. A named path this CPU lacks
+falls back to the best supported path below it, with a logged warning (a script that forces a path
+still runs on every machine); a name that is no path raises ``ValueError`` at the first search.
 
 The kernel is optional: it is compiled when nst_hf is installed with a C compiler; without it (or for
-tensors on a GPU) the torch path is used. Both give identical codes.
+tensors on a GPU) the torch path is used. All give identical codes.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -22,14 +29,19 @@ try:
 except ImportError:  # built without a C compiler
     _fused_search = None
 
+logger = logging.getLogger(__name__)
+
 #: Codes per register tile: the packed codebook is padded to a multiple of this.
 LANES = _fused_search.LANES if _fused_search is not None else 16
-#: Rows per register tile; thread shares are multiples of it.
-ROW_TILE = _fused_search.ROW_TILE if _fused_search is not None else 6
 #: Dimensions per block of the kernel's blocked dot products (see :func:`score_error_terms`).
 DIM_BLOCK = _fused_search.DIM_BLOCK if _fused_search is not None else 64
 #: Below this many rows one thread does the whole search (thread start-up would cost more).
 MIN_ROWS_PER_THREAD = 64
+#: The kernel's code paths, fastest first.
+KERNELS = ("avx512", "avx2", "generic")
+#: Environment variable that forces a code path (one of :data:`KERNELS`).
+KERNEL_ENV = "NST_HF_FUSED_KERNEL"
+_resolved: dict[str, str] = {}
 
 
 def available() -> bool:
@@ -37,9 +49,43 @@ def available() -> bool:
     return _fused_search is not None and os.environ.get("NST_HF_DISABLE_FUSED", "") in ("", "0")
 
 
+def supported_kernels() -> dict[str, int]:
+    """``{path: rows per register tile}`` of the code paths this build and CPU can run, fastest first."""
+    return dict(_fused_search.kernels()) if _fused_search is not None else {}
+
+
 def kernel_name() -> str | None:
-    """``"avx2"`` or ``"generic"`` (the code path chosen for this CPU), or None without the kernel."""
-    return _fused_search.kernel_name() if _fused_search is not None else None
+    """The code path searches run on: ``"avx512"``, ``"avx2"`` or ``"generic"``; None without the kernel.
+
+    The fastest supported path, or the one ``NST_HF_FUSED_KERNEL`` names (see the module docstring for a
+    path this CPU lacks). Raises ``ValueError`` when the variable names no path.
+    """
+    if _fused_search is None:
+        return None
+    forced = os.environ.get(KERNEL_ENV, "").strip().lower()
+    if forced not in _resolved:
+        _resolved[forced] = _resolve_kernel(forced, supported_kernels())
+    return _resolved[forced]
+
+
+def _resolve_kernel(forced: str, supported: dict[str, int]) -> str:
+    """The path to run for the requested name ``forced`` ("" = no request) among ``supported``."""
+    if not forced:
+        return next(iter(supported))
+    if forced not in KERNELS:
+        raise ValueError(f"{KERNEL_ENV}={forced!r} is not a kernel path; set it to one of {', '.join(KERNELS)} "
+                         "or unset it to use the fastest path this CPU supports")
+    if forced in supported:
+        return forced
+    fallback = next(name for name in KERNELS[KERNELS.index(forced):] if name in supported)
+    logger.warning("%s=%s: this CPU (or build) has no %s path; searching with %s instead (supported: %s)",
+                   KERNEL_ENV, forced, forced, fallback, ", ".join(supported))
+    return fallback
+
+
+def row_tile(kernel: str | None = None) -> int:
+    """Rows per register tile of ``kernel`` (default: :func:`kernel_name`); thread shares are multiples of it."""
+    return supported_kernels().get(kernel or kernel_name(), 1)
 
 
 def score_error_terms(dim: int) -> int:
@@ -78,11 +124,14 @@ class PackedCodebook:
         self.padded_codes = padded_codes
 
 
-def best_two(x: np.ndarray, codebook: PackedCodebook, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def best_two(x: np.ndarray, codebook: PackedCodebook, threads: int = 1,
+             kernel: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row of ``x`` ``[N, D]``: smallest score ``|c|² − 2x·c``, its (lowest) code, and the runner-up score.
 
     Scores are fp32 and their rounding differs from any other evaluation; callers must prove winners
-    (see :class:`nst_hf.quantizers.nearest.NearestCodeSearch`). ``threads`` splits the rows among threads.
+    (see :class:`nst_hf.quantizers.nearest.NearestCodeSearch`). ``threads`` splits the rows among threads;
+    ``kernel`` picks a code path of :func:`supported_kernels` (default :func:`kernel_name`; one this CPU
+    lacks raises ``ValueError``).
     """
     if _fused_search is None:
         raise RuntimeError("the fused search kernel is not built; reinstall nst_hf with a C compiler "
@@ -94,11 +143,16 @@ def best_two(x: np.ndarray, codebook: PackedCodebook, threads: int = 1) -> tuple
     best = np.empty(rows, dtype=np.float32)
     index = np.empty(rows, dtype=np.int64)
     second = np.empty(rows, dtype=np.float32)
+    kernel = kernel or kernel_name()
+    supported = supported_kernels()
+    if kernel not in supported:
+        raise ValueError(f"kernel {kernel!r} cannot run here; this CPU and build support {', '.join(supported)}")
+
     def run(start: int, stop: int) -> None:
         _fused_search.nearest_two(x, codebook.packed, codebook.norms, best, index, second, rows,
-                                  codebook.dim, codebook.padded_codes, start, stop)
+                                  codebook.dim, codebook.padded_codes, start, stop, kernel)
 
-    run_in_ranges("search", run, rows, min(int(threads), rows // MIN_ROWS_PER_THREAD), granule=ROW_TILE)
+    run_in_ranges("search", run, rows, min(int(threads), rows // MIN_ROWS_PER_THREAD), granule=supported[kernel])
     return best, index, second
 
 

@@ -1,0 +1,188 @@
+"""Every code path of the fused search kernel (avx512, avx2, generic) on the same inputs: the same best /
+index / runner-up semantics, and the same final codes as the float64 reference.
+
+A path this CPU lacks is skipped with the reason; whether a path is usable is itself checked against the
+CPU's flags, so a build that lost a path fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nst_hf.quantizers import fused
+from nst_hf.quantizers.nearest import NearestCodeSearch, decide_exactly, fp32_score_error_factor
+
+pytestmark = pytest.mark.usefixtures("native_search")
+
+
+def _require(kernel: str) -> None:
+    if kernel not in fused.supported_kernels():
+        pytest.skip(f"this CPU/build has no {kernel} path (supported: {', '.join(fused.supported_kernels())})")
+
+
+def _cpu_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("CPU flags are read from /proc/cpuinfo (Linux)")
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    pytest.skip("/proc/cpuinfo lists no flags")
+
+
+def _exact_scores(x: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    x64, c64 = x.astype(np.float64), codebook.astype(np.float64)
+    return (c64 * c64).sum(1)[None, :] - 2.0 * x64 @ c64.T
+
+
+def test_usable_paths_match_the_cpu_flags():
+    """avx512 exactly when the CPU has AVX-512F, avx2 with AVX2+FMA, generic always; fastest first."""
+    flags = _cpu_flags()
+    expected = [name for name, needs in (("avx512", {"avx512f"}), ("avx2", {"avx2", "fma"})) if needs <= flags]
+    assert list(fused.supported_kernels()) == expected + ["generic"]
+    assert fused.supported_kernels()["generic"] == 1
+
+
+def test_default_and_forced_paths(monkeypatch):
+    """No variable: the fastest path; NST_HF_FUSED_KERNEL=<path> runs that path with its own row tile."""
+    monkeypatch.delenv(fused.KERNEL_ENV, raising=False)
+    assert fused.kernel_name() == next(iter(fused.supported_kernels()))
+    for kernel, rows in fused.supported_kernels().items():
+        monkeypatch.setenv(fused.KERNEL_ENV, kernel)
+        assert fused.kernel_name() == kernel
+        assert fused.row_tile() == rows
+    assert fused.supported_kernels().get("avx512", 14) == 14 and fused.supported_kernels().get("avx2", 6) == 6
+
+
+def test_a_missing_path_falls_back_with_a_warning_and_a_wrong_name_raises(monkeypatch, caplog):
+    with caplog.at_level(logging.WARNING, logger="nst_hf.quantizers.fused"):
+        assert fused._resolve_kernel("avx512", {"avx2": 6, "generic": 1}) == "avx2"
+        assert fused._resolve_kernel("avx2", {"generic": 1}) == "generic"
+        assert fused._resolve_kernel("avx512", {"generic": 1}) == "generic"
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3 and "no avx512 path; searching with avx2" in messages[0]
+    monkeypatch.setenv(fused.KERNEL_ENV, "avx-512")
+    with pytest.raises(ValueError, match="is not a kernel path; set it to one of avx512, avx2, generic"):
+        fused.kernel_name()
+    monkeypatch.delenv(fused.KERNEL_ENV)
+    codebook = fused.PackedCodebook(np.eye(4, dtype=np.float32))
+    with pytest.raises(ValueError, match="cannot run here"):
+        fused.best_two(np.zeros((2, 4), np.float32), codebook, kernel="sse9")
+
+
+SHAPES = [  # (codes, dim, rows): K not a multiple of 32 or 16, D not a multiple of 16, D > DIM_BLOCK, odd rows
+    (8192, 64, 301), (1000, 48, 97), (17, 5, 33), (1, 3, 7), (1024, 512, 45), (300, 130, 29), (48, 16, 15),
+    (272, 256, 43), (33, 70, 200)]
+
+
+@pytest.mark.parametrize("kernel", fused.KERNELS)
+@pytest.mark.parametrize("num_codes,dim,num_rows", SHAPES)
+def test_every_path_finds_the_best_two_within_the_bound(kernel, num_codes, dim, num_rows):
+    """Against float64 scores: the best is within the fp32 bound of the exact best and is the exact winner
+    where the gap is clear; the runner-up is the exact runner-up's score; for 1, 2 and 3 threads."""
+    _require(kernel)
+    rng = np.random.default_rng(num_codes * 7 + dim)
+    codebook = (rng.standard_normal((num_codes, dim)) * 3).astype(np.float32)
+    x = (rng.standard_normal((num_rows, dim)) * 3).astype(np.float32)
+    exact = _exact_scores(x, codebook)
+    order = np.argsort(exact, axis=1, kind="stable")
+    rows = np.arange(num_rows)
+    x_norm = np.linalg.norm(x.astype(np.float64), axis=1)
+    c_norm = np.linalg.norm(codebook.astype(np.float64), axis=1)
+    gamma = fp32_score_error_factor(dim, fused.score_error_terms(dim))
+    packed = fused.PackedCodebook(codebook)
+    for threads in (1, 2, 3):
+        best, index, second = fused.best_two(x, packed, threads, kernel=kernel)
+        assert np.all(np.abs(best - exact[rows, index]) <= gamma * (c_norm[index] ** 2 + 2 * x_norm * c_norm[index]))
+        if num_codes == 1:
+            assert np.all(index == 0) and np.all(np.isinf(second))
+            continue
+        clear = exact[rows, order[:, 1]] - exact[rows, order[:, 0]] > 1e-3
+        assert clear.mean() > 0.9
+        np.testing.assert_array_equal(index[clear], order[clear, 0])
+        np.testing.assert_allclose(second, exact[rows, order[:, 1]], rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("num_codes,dim,num_rows", SHAPES)
+def test_the_simd_paths_compute_the_same_scores(num_codes, dim, num_rows):
+    """avx512 and avx2 evaluate the same operations (FMA chains per DIM_BLOCK, block sums in order, then
+    |c|² − 2t): their best / index / runner-up are equal to the last bit, for any thread split."""
+    _require("avx512")
+    _require("avx2")
+    rng = np.random.default_rng(dim)
+    codebook = rng.standard_normal((num_codes, dim)).astype(np.float32)
+    x = rng.standard_normal((num_rows, dim)).astype(np.float32)
+    packed = fused.PackedCodebook(codebook)
+    reference = fused.best_two(x, packed, 1, kernel="avx2")
+    for threads in (1, 2):
+        for got, want in zip(fused.best_two(x, packed, threads, kernel="avx512"), reference):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kernel", fused.KERNELS)
+def test_every_path_breaks_ties_to_the_lowest_code(kernel):
+    """Copies of one code in other lanes and tiles (3, 19, 50, 90, 99): the lowest wins, the runner-up equals
+    the best; a codebook of identical codes gives code 0 everywhere."""
+    _require(kernel)
+    rng = np.random.default_rng(3)
+    codebook = rng.standard_normal((100, 20)).astype(np.float32)
+    copies = [19, 50, 90, 99]
+    codebook[copies] = codebook[3]
+    x = (codebook[3] + 0.01 * rng.standard_normal((61, 20))).astype(np.float32)
+    best, index, second = fused.best_two(x, fused.PackedCodebook(codebook), 2, kernel=kernel)
+    assert np.all(index == 3)
+    np.testing.assert_array_equal(second, best)
+    same = np.repeat(codebook[:1], 40, axis=0)
+    best, index, second = fused.best_two(x, fused.PackedCodebook(same), 1, kernel=kernel)
+    assert np.all(index == 0)
+    np.testing.assert_array_equal(second, best)
+
+
+@pytest.mark.parametrize("kernel", fused.KERNELS)
+def test_every_path_gives_the_exact_codes_on_near_ties(kernel, monkeypatch):
+    """Rows midway between two codes (fp32 cannot tell them apart) and duplicates: after the near-tie
+    check each path returns the float64 reference's codes."""
+    _require(kernel)
+    monkeypatch.setenv(fused.KERNEL_ENV, kernel)
+    rng = np.random.default_rng(11)
+    codebook = rng.standard_normal((530, 37)).astype(np.float32)
+    codebook[200] = codebook[7]
+    x = rng.standard_normal((400, 37)).astype(np.float32)
+    x[:30] = codebook[7]
+    x[30:90] = (codebook[rng.integers(0, 530, 60)] + codebook[rng.integers(0, 530, 60)]) / 2
+    codes = NearestCodeSearch(codebook, "fused")(x, threads=2)
+    np.testing.assert_array_equal(codes, decide_exactly(x, codebook))
+    assert np.all(codes[:30] == 7)
+
+
+def _real_latents(tok, signal) -> torch.Tensor:
+    y = torch.from_numpy(tok.preprocess_signal(signal))[None, None]
+    with torch.inference_mode():
+        return tok.model.encode_latent(y)[0].T.contiguous()
+
+
+@pytest.mark.parametrize("kernel", fused.KERNELS)
+def test_every_path_gives_the_reference_codes_on_real_latents(kernel, vq1, rvq, kmeans, demo_reads, monkeypatch):
+    """VQ 8192 × 64, every RVQ level (1024 × 512) and K-Means windows (8192 × 32) of a real read: each path's
+    codes equal the torch path's, and a sample of rows equals the float64 reference."""
+    _require(kernel)
+    signal = demo_reads[0].signal_pa[:30000]
+    cases = []
+    for tok in (vq1, rvq):
+        residual = _real_latents(tok, signal)
+        for codebook in tok.model.codebooks:
+            cases.append((residual.numpy(), codebook.detach().numpy()))
+            residual = residual - codebook[NearestCodeSearch(codebook, "torch")(residual)]
+    cases.append((np.ascontiguousarray(kmeans.windows(kmeans.preprocess_signal(signal))), kmeans.centroids))
+    monkeypatch.setenv(fused.KERNEL_ENV, kernel)
+    for vectors, codebook in cases:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        codes = NearestCodeSearch(codebook, "fused")(vectors, threads=2)
+        np.testing.assert_array_equal(codes, NearestCodeSearch(codebook, "torch")(vectors))
+        sample = np.linspace(0, len(vectors) - 1, 25).astype(int)
+        np.testing.assert_array_equal(codes[sample], decide_exactly(vectors[sample], codebook))
