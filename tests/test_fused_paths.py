@@ -186,3 +186,33 @@ def test_every_path_gives_the_reference_codes_on_real_latents(kernel, vq1, rvq, 
         np.testing.assert_array_equal(codes, NearestCodeSearch(codebook, "torch")(vectors))
         sample = np.linspace(0, len(vectors) - 1, 25).astype(int)
         np.testing.assert_array_equal(codes[sample], decide_exactly(vectors[sample], codebook))
+
+
+@pytest.mark.parametrize("kernel", fused.KERNELS)
+def test_near_codes_keeps_every_code_within_the_limit(kernel):
+    """The near-tie scan returns each selected row's codes whose score is <= its limit: all codes clearly
+    below (by more than the fp32 error), none clearly above, the row's search winner always, each pair once;
+    a limit above every score returns the whole codebook (more pairs than the first buffer holds)."""
+    _require(kernel)
+    rng = np.random.default_rng(8)
+    codebook = rng.standard_normal((300, 70)).astype(np.float32)
+    x = rng.standard_normal((90, 70)).astype(np.float32)
+    packed = fused.PackedCodebook(codebook)
+    best, index, _ = fused.best_two(x, packed, 1, kernel=kernel)
+    rows = np.array([0, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 40, 89, 3])  # 17: not a multiple of a tile
+    exact = _exact_scores(x[rows], codebook)
+    limits = best[rows].astype(np.float64) + rng.uniform(0, 30, rows.size)
+    pair_rows, pair_codes = fused.near_codes(x, packed, rows, limits, kernel=kernel)
+    pairs = set(zip(pair_rows.tolist(), pair_codes.tolist()))
+    assert len(pairs) == pair_rows.size
+    x_norm = np.linalg.norm(x[rows].astype(np.float64), axis=1)[:, None]
+    c_norm = np.linalg.norm(codebook.astype(np.float64), axis=1)[None, :]
+    error = fp32_score_error_factor(70, fused.score_error_terms(70)) * (c_norm ** 2 + 2 * x_norm * c_norm)
+    for i, row in enumerate(rows):
+        got = {code for r, code in pairs if r == row}
+        assert index[row] in got
+        assert set(np.flatnonzero(exact[i] + error[i] < limits[i])) <= got
+        assert got <= set(np.flatnonzero(exact[i] - error[i] <= limits[i]))
+    pair_rows, pair_codes = fused.near_codes(x, packed, rows, np.full(rows.size, 1e30), kernel=kernel)
+    assert pair_rows.size == rows.size * 300 > 32 * rows.size
+    np.testing.assert_array_equal(np.sort(pair_codes[pair_rows == 89]), np.arange(300))

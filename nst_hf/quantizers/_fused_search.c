@@ -81,6 +81,65 @@ static int search_generic(const float *x, const float *packed, const float *norm
     return 0;
 }
 
+/* Candidate pairs of the near-tie check: for each selected row, every code whose score is <= the row's limit.
+ * Pairs go to out_rows/out_codes up to cap; the return value is the number found (the caller retries with a
+ * larger buffer when it exceeds cap). */
+typedef struct {
+    int64_t *rows, *codes;
+    Py_ssize_t count, cap;
+} pair_sink;
+
+/* What a near-tie pass needs: the tile's first `valid` rows (their ids and fp32 limits) and the pair sink. */
+typedef struct {
+    const int64_t *rows;
+    const float *limits;
+    int valid;
+    pair_sink *sink;
+} near_tile;
+
+static inline void emit_pair(pair_sink *sink, int64_t row, int64_t code) {
+    if (sink->count < sink->cap) {
+        sink->rows[sink->count] = row;
+        sink->codes[sink->count] = code;
+    }
+    sink->count++;
+}
+
+/* Portable scores (the blocked sums of search_generic), one selected row at a time. */
+__attribute__((always_inline)) static inline void near_generic_body(const float *x, const float *packed,
+                                                                    const float *norms, const int64_t *sel,
+                                                                    const float *limits, Py_ssize_t count,
+                                                                    Py_ssize_t dim, Py_ssize_t codes,
+                                                                    pair_sink *sink) {
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const float *xi = x + sel[i] * dim;
+        for (Py_ssize_t t = 0; t < codes / LANES; t++) {
+            float acc[LANES] = {0};
+            const float *tile = packed + t * dim * LANES;
+            for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
+                const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
+                float part[LANES] = {0};
+                for (Py_ssize_t d = d0; d < d1; d++) {
+                    const float xv = xi[d];
+                    for (int l = 0; l < LANES; l++) part[l] += xv * tile[d * LANES + l];
+                }
+                for (int l = 0; l < LANES; l++) acc[l] = d0 == 0 ? part[l] : acc[l] + part[l];
+            }
+            for (int l = 0; l < LANES; l++)
+                if (norms[t * LANES + l] - 2.0f * acc[l] <= limits[i]) emit_pair(sink, sel[i], t * LANES + l);
+        }
+    }
+}
+
+typedef int (*near_fn)(const float *, const float *, const float *, const int64_t *, const float *, Py_ssize_t,
+                       Py_ssize_t, Py_ssize_t, pair_sink *);
+
+static int near_generic(const float *x, const float *packed, const float *norms, const int64_t *sel,
+                        const float *limits, Py_ssize_t count, Py_ssize_t dim, Py_ssize_t codes, pair_sink *sink) {
+    near_generic_body(x, packed, norms, sel, limits, count, dim, codes, sink);
+    return 0;
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
@@ -138,6 +197,69 @@ __attribute__((target("avx2,fma"))) static void finish_row(const lane_state *st,
 #define ROW_BLOCK_BYTES (64 * 1024)
 #endif
 
+/* Scores of ROWS rows (pointers xr) against code tile t, folded into the rows' states or (near != NULL) emitted
+ * as near-tie candidates (whether near is NULL is a constant at each call). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void pass_avx2(
+    const float *const *xr, const float *packed, const float *norms, Py_ssize_t t, Py_ssize_t dim, lane_state *st,
+    const near_tile *near) {
+    const float *tile = packed + t * dim * LANES;
+    __m256 acc[ROWS][2], part[ROWS][2];
+    for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
+        const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
+        for (int r = 0; r < ROWS; r++) part[r][0] = part[r][1] = _mm256_setzero_ps();
+        for (Py_ssize_t d = d0; d < d1; d++) {
+            const __m256 c0 = _mm256_loadu_ps(tile + d * LANES);
+            const __m256 c1 = _mm256_loadu_ps(tile + d * LANES + 8);
+            for (int r = 0; r < ROWS; r++) {
+                const __m256 v = _mm256_broadcast_ss(xr[r] + d);
+                part[r][0] = _mm256_fmadd_ps(v, c0, part[r][0]);
+                part[r][1] = _mm256_fmadd_ps(v, c1, part[r][1]);
+            }
+        }
+        for (int r = 0; r < ROWS; r++) {
+            acc[r][0] = d0 == 0 ? part[r][0] : _mm256_add_ps(acc[r][0], part[r][0]);
+            acc[r][1] = d0 == 0 ? part[r][1] : _mm256_add_ps(acc[r][1], part[r][1]);
+        }
+    }
+    const __m256 minus_two = _mm256_set1_ps(-2.0f);
+    const __m256 n0 = _mm256_loadu_ps(norms + t * LANES);
+    const __m256 n1 = _mm256_loadu_ps(norms + t * LANES + 8);
+    if (near != NULL) {
+        for (int r = 0; r < near->valid; r++) {
+            const __m256 limit = _mm256_set1_ps(near->limits[r]);
+            unsigned hit = (unsigned)_mm256_movemask_ps(
+                               _mm256_cmp_ps(_mm256_fmadd_ps(minus_two, acc[r][0], n0), limit, _CMP_LE_OQ)) |
+                           (unsigned)_mm256_movemask_ps(
+                               _mm256_cmp_ps(_mm256_fmadd_ps(minus_two, acc[r][1], n1), limit, _CMP_LE_OQ)) << 8;
+            while (hit) {
+                emit_pair(near->sink, near->rows[r], t * LANES + __builtin_ctz(hit));
+                hit &= hit - 1;
+            }
+        }
+        return;
+    }
+    const __m256i base = _mm256_set1_epi32((int)(t * LANES));
+    const __m256i ids0 = _mm256_add_epi32(base, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i ids1 = _mm256_add_epi32(base, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15));
+    for (int r = 0; r < ROWS; r++)
+        update_state(&st[r], _mm256_fmadd_ps(minus_two, acc[r][0], n0), _mm256_fmadd_ps(minus_two, acc[r][1], n1),
+                     ids0, ids1);
+}
+
+/* Near-tie candidates with the AVX2 passes: the selected rows in tiles of ROWS, every code of the codebook. */
+__attribute__((target("avx2,fma"))) static int near_avx2(const float *x, const float *packed, const float *norms,
+                                                        const int64_t *sel, const float *limits, Py_ssize_t count,
+                                                        Py_ssize_t dim, Py_ssize_t codes, pair_sink *sink) {
+    for (Py_ssize_t i0 = 0; i0 < count; i0 += ROWS) {
+        const int valid = count - i0 < ROWS ? (int)(count - i0) : ROWS;
+        const float *xr[ROWS];
+        for (int r = 0; r < ROWS; r++) xr[r] = x + sel[i0 + (r < valid ? r : valid - 1)] * dim;
+        const near_tile near = {sel + i0, limits + i0, valid, sink};
+        for (Py_ssize_t t = 0; t < codes / LANES; t++) pass_avx2(xr, packed, norms, t, dim, NULL, &near);
+    }
+    return 0;
+}
+
 __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const float *packed,
                                                            const float *norms, float *best,
                                                            int64_t *index, float *second,
@@ -152,9 +274,6 @@ __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const
     if (rows_per_block < ROWS) rows_per_block = ROWS;
     lane_state *states = _mm_malloc((size_t)rows_per_block * sizeof(lane_state), 32);
     if (states == NULL) return -1;
-    const __m256i lane_ids0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i lane_ids1 = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
-    const __m256 minus_two = _mm256_set1_ps(-2.0f);
     for (Py_ssize_t rb = row_start; rb < row_stop; rb += rows_per_block) {
         const Py_ssize_t rb_end = rb + rows_per_block < row_stop ? rb + rows_per_block : row_stop;
         /* rows_per_block is a multiple of ROWS, so a last partial tile's repeated rows stay inside */
@@ -169,35 +288,7 @@ __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const
                 const float *xr[ROWS];
                 lane_state *st = states + (i0 - rb);
                 for (int r = 0; r < ROWS; r++) xr[r] = x + (i0 + r < rb_end ? i0 + r : rb_end - 1) * dim;
-                for (Py_ssize_t t = t0; t < t1; t++) {
-                    const float *tile = packed + t * dim * LANES;
-                    __m256 acc[ROWS][2], part[ROWS][2];
-                    for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
-                        const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
-                        for (int r = 0; r < ROWS; r++) part[r][0] = part[r][1] = _mm256_setzero_ps();
-                        for (Py_ssize_t d = d0; d < d1; d++) {
-                            const __m256 c0 = _mm256_loadu_ps(tile + d * LANES);
-                            const __m256 c1 = _mm256_loadu_ps(tile + d * LANES + 8);
-                            for (int r = 0; r < ROWS; r++) {
-                                const __m256 v = _mm256_broadcast_ss(xr[r] + d);
-                                part[r][0] = _mm256_fmadd_ps(v, c0, part[r][0]);
-                                part[r][1] = _mm256_fmadd_ps(v, c1, part[r][1]);
-                            }
-                        }
-                        for (int r = 0; r < ROWS; r++) {
-                            acc[r][0] = d0 == 0 ? part[r][0] : _mm256_add_ps(acc[r][0], part[r][0]);
-                            acc[r][1] = d0 == 0 ? part[r][1] : _mm256_add_ps(acc[r][1], part[r][1]);
-                        }
-                    }
-                    const __m256 n0 = _mm256_loadu_ps(norms + t * LANES);
-                    const __m256 n1 = _mm256_loadu_ps(norms + t * LANES + 8);
-                    const __m256i base = _mm256_set1_epi32((int)(t * LANES));
-                    const __m256i ids0 = _mm256_add_epi32(base, lane_ids0);
-                    const __m256i ids1 = _mm256_add_epi32(base, lane_ids1);
-                    for (int r = 0; r < ROWS; r++)
-                        update_state(&st[r], _mm256_fmadd_ps(minus_two, acc[r][0], n0),
-                                     _mm256_fmadd_ps(minus_two, acc[r][1], n1), ids0, ids1);
-                }
+                for (Py_ssize_t t = t0; t < t1; t++) pass_avx2(xr, packed, norms, t, dim, st, NULL);
             }
         }
         for (Py_ssize_t i = rb; i < rb_end; i++) finish_row(&states[i - rb], best + i, index + i, second + i);
@@ -255,10 +346,11 @@ __attribute__((target("avx512f"))) static void finish512(const state512 *st, flo
 }
 
 /* Scores of ROWS512 rows (xt: [dim][ROWS512]) against NT (1 or 2) code tiles starting at tile t, folded
- * into the rows' states. NT is a constant at each call, so each variant compiles to its own loop. */
+ * into the rows' states, or (near != NULL) emitted as near-tie candidates. NT and whether near is NULL are
+ * constants at each call, so each variant compiles to its own loop. */
 __attribute__((target("avx512f"), always_inline)) static inline void pass512(
     const float *xt, const float *packed, const float *norms, Py_ssize_t t, Py_ssize_t dim, state512 *st,
-    const int NT) {
+    const int NT, const near_tile *near) {
     const float *tile0 = packed + t * dim * LANES, *tile1 = tile0 + dim * LANES;
     __m512 acc[ROWS512][2], part[ROWS512][2];
     for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
@@ -283,6 +375,20 @@ __attribute__((target("avx512f"), always_inline)) static inline void pass512(
     const __m512i ids0 = _mm512_add_epi32(_mm512_set1_epi32((int)(t * LANES)),
                                           _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
     const __m512 n0 = _mm512_loadu_ps(norms + t * LANES);
+    if (near != NULL) { /* near-tie candidates: codes whose score is <= the row's limit */
+        for (int j = 0; j < NT; j++) {
+            const __m512 n = j ? _mm512_loadu_ps(norms + (t + 1) * LANES) : n0;
+            for (int r = 0; r < near->valid; r++) {
+                __mmask16 hit = _mm512_cmp_ps_mask(_mm512_fmadd_ps(minus_two, acc[r][j], n),
+                                                   _mm512_set1_ps(near->limits[r]), _CMP_LE_OQ);
+                while (hit) {
+                    emit_pair(near->sink, near->rows[r], (t + j) * LANES + __builtin_ctz(hit));
+                    hit &= hit - 1;
+                }
+            }
+        }
+        return;
+    }
     for (int r = 0; r < ROWS512; r++) update512(&st[r], _mm512_fmadd_ps(minus_two, acc[r][0], n0), ids0);
     if (NT == 2) {
         const __m512i ids1 = _mm512_add_epi32(ids0, _mm512_set1_epi32(LANES));
@@ -330,13 +436,66 @@ __attribute__((target("avx512f"))) static int search_avx512(const float *x, cons
                 const float *xr = xt + (i0 - rb) * dim;
                 state512 *st = states + (i0 - rb);
                 Py_ssize_t t = t0;
-                for (; t + 2 <= t1; t += 2) pass512(xr, packed, norms, t, dim, st, 2);
-                if (t < t1) pass512(xr, packed, norms, t, dim, st, 1);
+                for (; t + 2 <= t1; t += 2) pass512(xr, packed, norms, t, dim, st, 2, NULL);
+                if (t < t1) pass512(xr, packed, norms, t, dim, st, 1, NULL);
             }
         }
         for (Py_ssize_t i = rb; i < rb_end; i++) finish512(&states[i - rb], best + i, index + i, second + i);
     }
     _mm_free(states);
+    _mm_free(xt);
+    return 0;
+}
+
+/* FMA throughput probes for the bench (nst_hf.bench.fma_peak_gflops): 12 independent chains of
+ * a = a * m + c per iteration, enough to fill two FMA pipes of latency 4-6; returns the FMAs' FLOPs. */
+#define CHAINS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+__attribute__((target("avx2,fma"))) static double fma_loop8(long iterations, float *sink) {
+    const __m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(0.001f);
+#define INIT8(i) __m256 a##i = _mm256_set1_ps((float)(i));
+#define STEP8(i) a##i = _mm256_fmadd_ps(a##i, m, c);
+#define SUM8(i) s = _mm256_add_ps(s, a##i);
+    CHAINS(INIT8)
+    for (long k = 0; k < iterations; k++) { CHAINS(STEP8) }
+    __m256 s = _mm256_setzero_ps();
+    CHAINS(SUM8)
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    *sink = out[0];
+    return 2.0 * 8 * 12 * (double)iterations;
+}
+__attribute__((target("avx512f"))) static double fma_loop16(long iterations, float *sink) {
+    const __m512 m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(0.001f);
+#define INIT16(i) __m512 a##i = _mm512_set1_ps((float)(i));
+#define STEP16(i) a##i = _mm512_fmadd_ps(a##i, m, c);
+#define SUM16(i) s = _mm512_add_ps(s, a##i);
+    CHAINS(INIT16)
+    for (long k = 0; k < iterations; k++) { CHAINS(STEP16) }
+    __m512 s = _mm512_setzero_ps();
+    CHAINS(SUM16)
+    *sink = _mm512_reduce_add_ps(s);
+    return 2.0 * 16 * 12 * (double)iterations;
+}
+
+/* Near-tie candidates with the AVX-512 passes: the selected rows in tiles of ROWS512 (dimension-major), every
+ * code of the codebook, scores computed exactly as search_avx512 computes them. */
+__attribute__((target("avx512f"))) static int near_avx512(const float *x, const float *packed, const float *norms,
+                                                         const int64_t *sel, const float *limits, Py_ssize_t count,
+                                                         Py_ssize_t dim, Py_ssize_t codes, pair_sink *sink) {
+    const Py_ssize_t tiles = codes / LANES;
+    float *xt = _mm_malloc((size_t)ROWS512 * (size_t)dim * sizeof(float), 64);
+    if (xt == NULL) return -1;
+    for (Py_ssize_t i0 = 0; i0 < count; i0 += ROWS512) {
+        const int valid = count - i0 < ROWS512 ? (int)(count - i0) : ROWS512;
+        for (int r = 0; r < ROWS512; r++) {
+            const float *src = x + sel[i0 + (r < valid ? r : valid - 1)] * dim;
+            for (Py_ssize_t d = 0; d < dim; d++) xt[d * ROWS512 + r] = src[d];
+        }
+        const near_tile near = {sel + i0, limits + i0, valid, sink};
+        Py_ssize_t t = 0;
+        for (; t + 2 <= tiles; t += 2) pass512(xt, packed, norms, t, dim, NULL, 2, &near);
+        if (t < tiles) pass512(xt, packed, norms, t, dim, NULL, 1, &near);
+    }
     _mm_free(xt);
     return 0;
 }
@@ -356,6 +515,7 @@ static int cpu_has_avx512(void) {
 typedef struct {
     const char *name;
     search_fn fn;
+    near_fn near; /* the near-tie candidate scan that goes with it */
     int row_tile;
     int (*usable)(void);
 } search_path;
@@ -364,10 +524,10 @@ static int always(void) { return 1; }
 
 static const search_path paths[] = {
 #ifdef HAVE_X86_PATHS
-    {"avx512", search_avx512, ROWS512, cpu_has_avx512},
-    {"avx2", search_avx2, ROWS, cpu_has_avx2},
+    {"avx512", search_avx512, near_avx512, ROWS512, cpu_has_avx512},
+    {"avx2", search_avx2, near_avx2, ROWS, cpu_has_avx2},
 #endif
-    {"generic", search_generic, 1, always},
+    {"generic", search_generic, near_generic, 1, always},
 };
 #define NUM_PATHS ((int)(sizeof(paths) / sizeof(paths[0])))
 
@@ -438,6 +598,55 @@ done:
     return result;
 }
 
+/* near_codes(x, packed, norms, sel, limits, out_rows, out_codes, rows, dim, codes, count, cap, kernel) -> pairs:
+ * every (sel[i], code) whose fp32 score (computed as the kernel's search computes it) is <= limits[i]; the first
+ * cap pairs are written, the total is returned (call again with a larger buffer when it exceeds cap). */
+static PyObject *near_codes(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer xv, pv, nv, sv, lv, rv, cv;
+    Py_ssize_t rows, dim, codes, count, cap;
+    const char *kernel;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*w*w*nnnnns", &xv, &pv, &nv, &sv, &lv, &rv, &cv, &rows, &dim, &codes,
+                          &count, &cap, &kernel))
+        return NULL;
+    PyObject *result = NULL;
+    const search_path *path = find_path(kernel);
+    if (path == NULL) goto done;
+    if (dim <= 0 || codes <= 0 || codes % LANES != 0 || count < 0 || cap < 0) {
+        PyErr_SetString(PyExc_ValueError, "near_codes: need dim > 0, codes a positive multiple of 16, counts >= 0");
+        goto done;
+    }
+    if (!check_buffer(&xv, rows * dim, 4, "x") || !check_buffer(&pv, codes * dim, 4, "packed") ||
+        !check_buffer(&nv, codes, 4, "norms") || !check_buffer(&sv, count, 8, "rows") ||
+        !check_buffer(&lv, count, 4, "limits") || !check_buffer(&rv, cap, 8, "out_rows") ||
+        !check_buffer(&cv, cap, 8, "out_codes"))
+        goto done;
+    const int64_t *sel = (const int64_t *)sv.buf;
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (sel[i] < 0 || sel[i] >= rows) {
+            PyErr_SetString(PyExc_IndexError, "near_codes: a row index is out of range");
+            goto done;
+        }
+    pair_sink sink = {(int64_t *)rv.buf, (int64_t *)cv.buf, 0, cap};
+    int status;
+    Py_BEGIN_ALLOW_THREADS status = path->near((const float *)xv.buf, (const float *)pv.buf, (const float *)nv.buf,
+                                               sel, (const float *)lv.buf, count, dim, codes, &sink);
+    Py_END_ALLOW_THREADS if (status != 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = PyLong_FromSsize_t(sink.count);
+done:
+    PyBuffer_Release(&xv);
+    PyBuffer_Release(&pv);
+    PyBuffer_Release(&nv);
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&lv);
+    PyBuffer_Release(&rv);
+    PyBuffer_Release(&cv);
+    return result;
+}
+
 /* out[i] = |x[rows[i]] - codebook[codes[i]]|^2 in double: the squares of dimensions d = j (mod 4) are added in
  * order into partial sum j, then (s0 + s1) + (s2 + s3); one rounding per operation (no FMA), the same
  * operations as the NumPy fallback in nearest.py. Four chains instead of one: 4x less add latency. */
@@ -502,6 +711,32 @@ done:
     return result;
 }
 
+/* fma_flops(width, iterations) -> FLOPs done by `iterations` steps of the width-lane FMA probe (GIL released;
+ * the caller times it). Width 8 needs AVX2+FMA, 16 needs AVX-512F. */
+static PyObject *fma_flops(PyObject *self, PyObject *args) {
+    (void)self;
+    int width;
+    long iterations;
+    if (!PyArg_ParseTuple(args, "il", &width, &iterations)) return NULL;
+    double flops = -1.0;
+    float sink = 0.0f;
+#ifdef HAVE_X86_PATHS
+    if (width == 8 && cpu_has_avx2()) {
+        Py_BEGIN_ALLOW_THREADS flops = fma_loop8(iterations, &sink);
+        Py_END_ALLOW_THREADS
+    } else if (width == 16 && cpu_has_avx512()) {
+        Py_BEGIN_ALLOW_THREADS flops = fma_loop16(iterations, &sink);
+        Py_END_ALLOW_THREADS
+    }
+#endif
+    if (flops < 0) {
+        PyErr_Format(PyExc_ValueError, "fma_flops: no %d-lane FMA on this CPU or build (8 needs AVX2+FMA, "
+                     "16 needs AVX-512F)", width);
+        return NULL;
+    }
+    return PyFloat_FromDouble(flops + 0.0 * sink);
+}
+
 /* ((name, row_tile), ...) of the paths usable here, fastest first ("generic" always last). */
 static PyObject *kernels(PyObject *self, PyObject *noargs) {
     (void)self;
@@ -528,6 +763,9 @@ static PyMethodDef methods[] = {
      "nearest_two(x, packed, norms, best, index, second, rows, dim, codes, start, stop, kernel) -> None"},
     {"pair_distances", py_pair_distances, METH_VARARGS,
      "pair_distances(x, codebook, rows, codes, out, num_rows, num_codes, dim, pairs) -> None"},
+    {"near_codes", near_codes, METH_VARARGS,
+     "near_codes(x, packed, norms, rows, limits, out_rows, out_codes, num_rows, dim, codes, count, cap, kernel) -> pairs"},
+    {"fma_flops", fma_flops, METH_VARARGS, "fma_flops(width, iterations) -> FLOPs of the FMA throughput probe."},
     {"kernels", kernels, METH_NOARGS, "((name, row_tile), ...) of the code paths usable here, fastest first."},
     {NULL, NULL, 0, NULL}};
 

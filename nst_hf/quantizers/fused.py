@@ -156,6 +156,32 @@ def best_two(x: np.ndarray, codebook: PackedCodebook, threads: int = 1,
     return best, index, second
 
 
+def near_codes(x: np.ndarray, codebook: PackedCodebook, rows: np.ndarray, limits: np.ndarray,
+               kernel: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs of the near-tie check: for each ``x[rows[i]]``, every code whose fp32 score, computed by
+    ``kernel``'s scan (the AVX-512 passes themselves; on the other paths the portable blocked sums), is at most
+    ``limits[i]`` (float64, rounded up to fp32 so no candidate is lost). Returns ``(pair_rows, pair_codes)``.
+
+    Every path's scores obey the bound of :func:`score_error_terms`, so a limit of the searched winner's score
+    plus :func:`nst_hf.quantizers.nearest.fp32_distance_error_bound` keeps every code that may truly win.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    limits = np.asarray(limits, dtype=np.float64)
+    limits32 = limits.astype(np.float32)
+    limits32 = np.where(limits32 < limits, np.nextafter(limits32, np.float32(np.inf)), limits32)
+    kernel = kernel or kernel_name()
+    cap = max(64, 32 * rows.size)
+    while True:
+        out_rows = np.empty(cap, dtype=np.int64)
+        out_codes = np.empty(cap, dtype=np.int64)
+        found = _fused_search.near_codes(x, codebook.packed, codebook.norms, rows, limits32, out_rows, out_codes,
+                                         x.shape[0], codebook.dim, codebook.padded_codes, rows.size, cap, kernel)
+        if found <= cap:
+            return out_rows[:found], out_codes[:found]
+        cap = found
+
+
 def pair_distances(vectors: np.ndarray, codebook: np.ndarray, rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """float64 ``|vectors[rows[i]] − codebook[codes[i]]|²`` per pair (four partial sums over the dimensions).
 

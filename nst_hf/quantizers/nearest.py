@@ -125,20 +125,30 @@ def _check_finite(best_scores) -> None:
 
 
 def prove_winners(vectors: np.ndarray, codebook: np.ndarray, index: np.ndarray, best_distance: np.ndarray,
-                  runner_up_distance: np.ndarray, x_sq: np.ndarray, score_terms: int | None = None) -> np.ndarray:
+                  runner_up_distance: np.ndarray, x_sq: np.ndarray, score_terms: int | None = None,
+                  candidates=None) -> np.ndarray:
     """Make an fp32 best-two search exact: every row whose runner-up lies within the fp32 error bound of
-    its winner is decided again by :func:`resolve_near_ties`.
+    its winner is decided again in float64 among the codes that may win.
 
     ``best_distance`` / ``runner_up_distance`` are the search's squared distances, ``x_sq`` = ``|x|²`` per
     row; ``score_terms`` the search's ``n`` in :func:`fp32_score_error_factor` (default: any evaluation
-    order); ``index`` (the search's winners) is updated in place and returned.
+    order); ``index`` (the search's winners) is updated in place and returned. ``candidates(rows, bound)``,
+    if given, returns the ``(pair_rows, pair_codes)`` of every code whose score (from a scoring with the same
+    error bound) lies within ``bound`` of the search's best score of the row; without it
+    :func:`resolve_near_ties` rescores the rows with torch.
     """
     _check_finite(best_distance)
     best_distance = np.asarray(best_distance, dtype=np.float64)
     bound = fp32_distance_error_bound(np.sqrt(x_sq), best_distance, codebook.shape[1], score_terms)
     close = np.flatnonzero(np.asarray(runner_up_distance, dtype=np.float64) - best_distance <= bound)
-    if close.size:
+    if close.size and candidates is None:
         index[close] = resolve_near_ties(vectors, codebook, close)
+    elif close.size:
+        decided = decide_among(vectors, codebook, *candidates(close, bound[close]))
+        if decided.size != close.size:  # the winner's own score is within the bound: cannot happen
+            raise RuntimeError(f"near-tie check: {close.size - decided.size} of {close.size} rows got no candidate "
+                               "code; please report this with the codebook and vectors")
+        index[close] = decided
     return index
 
 
@@ -250,10 +260,15 @@ class NearestCodeSearch:
             raise ValueError("backend='fused' needs an fp32 codebook; use backend='auto' elsewhere")
         if self._packed is None:
             self._packed = fused.PackedCodebook(self.codebook)
-        best, index, second = fused.best_two(x, self._packed, threads or torch.get_num_threads())
+        kernel = fused.kernel_name()
+        best, index, second = fused.best_two(x, self._packed, threads or torch.get_num_threads(), kernel)
         x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
+
+        def candidates(rows: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return fused.near_codes(x, self._packed, rows, best[rows].astype(np.float64) + bound, kernel)
+
         return prove_winners(x, self.codebook, index, best + x_sq, second + x_sq, x_sq,
-                             score_terms=fused.score_error_terms(self.dim))
+                             score_terms=fused.score_error_terms(self.dim), candidates=candidates)
 
     def _search_faiss(self, x: np.ndarray) -> np.ndarray:
         import faiss
