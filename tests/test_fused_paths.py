@@ -216,3 +216,62 @@ def test_near_codes_keeps_every_code_within_the_limit(kernel):
     pair_rows, pair_codes = fused.near_codes(x, packed, rows, np.full(rows.size, 1e30), kernel=kernel)
     assert pair_rows.size == rows.size * 300 > 32 * rows.size
     np.testing.assert_array_equal(np.sort(pair_codes[pair_rows == 89]), np.arange(300))
+
+
+def _codebook_and_vectors(rng, num_codes, dim, rows):
+    """Clustered codes (about one cluster per 64, the pruned search's group size) and rows near them, so that whole
+    groups can be skipped, plus planted ties."""
+    clusters = num_codes // 64
+    centres = rng.standard_normal((clusters, dim)) * 3
+    codebook = (centres[rng.integers(0, clusters, num_codes)] + rng.standard_normal((num_codes, dim))).astype(np.float32)
+    codebook[5] = codebook[900]
+    x = (centres[rng.integers(0, clusters, rows)] + rng.standard_normal((rows, dim))).astype(np.float32)
+    x[:10] = codebook[900]
+    x[10:20] = (codebook[1] + codebook[2]) / 2
+    return codebook, x
+
+
+@pytest.mark.parametrize("num_codes,dim,num_rows", [(2048, 64, 500), (1100, 37, 333), (1024, 512, 100)])
+def test_pruned_search_skips_codes_and_matches_the_dense_search(num_codes, dim, num_rows):
+    """best_two_pruned (codes grouped, groups skipped by triangle-inequality bounds) finds the dense search's
+    best score and winner in every row that the dense search proves, and visits fewer tiles."""
+    _require("avx512")
+    rng = np.random.default_rng(num_codes + dim)
+    codebook, x = _codebook_and_vectors(rng, num_codes, dim, num_rows)
+    pruned = fused.PrunedCodebook(codebook)
+    gamma = fp32_score_error_factor(dim, fused.score_error_terms(dim))
+    best, packed_index, second, visited = fused.best_two_pruned(x, pruned, gamma, threads=2)
+    dense_best, dense_index, dense_second = fused.best_two(x, fused.PackedCodebook(codebook), 2, kernel="avx512")
+    np.testing.assert_array_equal(best, dense_best)
+    clear = dense_second - dense_best > 1e-3
+    np.testing.assert_array_equal(pruned.order[packed_index][clear], dense_index[clear])
+    assert np.all(second >= dense_second) and np.all(pruned.order[packed_index] >= 0)
+    assert visited < 0.8
+    exact = _exact_scores(x, codebook)
+    bounds, _ = pruned.lower_bounds(x)
+    for g in range(pruned.group_tiles.size - 1):  # the bounds are lower bounds on every code of the group
+        slots = pruned.order[pruned.group_tiles[g] * 16:pruned.group_tiles[g + 1] * 16]
+        slots = slots[slots >= 0]
+        distance = exact[:, slots] + (x.astype(np.float64) ** 2).sum(1)[:, None]
+        assert np.all(bounds[:, g][:, None] <= distance * (1 + 1e-9) + 1e-9)
+
+
+@pytest.mark.parametrize("kind", ["vq", "rvq"])
+def test_pruned_search_gives_the_reference_codes(kind, vq1, rvq, demo_reads, monkeypatch):
+    """NST_HF_PRUNED_SEARCH=1: real latents of every level, and clustered vectors with planted ties, give the
+    same codes as the dense search and the float64 reference."""
+    _require("avx512")
+    tok = vq1 if kind == "vq" else rvq
+    residual = _real_latents(tok, demo_reads[1].signal_pa[:30000])
+    monkeypatch.setenv(fused.PRUNED_ENV, "1")
+    for codebook in tok.model.codebooks:
+        vectors = np.ascontiguousarray(residual.numpy())
+        search = NearestCodeSearch(codebook, "fused")
+        codes = search(vectors, threads=2)
+        assert search._pruned is not None
+        np.testing.assert_array_equal(codes, NearestCodeSearch(codebook, "torch")(vectors))
+        sample = np.linspace(0, len(vectors) - 1, 25).astype(int)
+        np.testing.assert_array_equal(codes[sample], decide_exactly(vectors[sample], codebook.detach().numpy()))
+        residual = residual - codebook[torch.from_numpy(codes)]
+    codebook, x = _codebook_and_vectors(np.random.default_rng(4), 1500, 24, 700)
+    np.testing.assert_array_equal(NearestCodeSearch(codebook, "fused")(x, threads=2), decide_exactly(x, codebook))

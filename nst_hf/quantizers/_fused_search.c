@@ -500,6 +500,88 @@ __attribute__((target("avx512f"))) static int near_avx512(const float *x, const 
     return 0;
 }
 
+/* ---------------------------------------------------------------- exact search that skips codes (AVX-512)
+ *
+ * The codebook is packed in groups of contiguous tiles (codes sorted by cluster in Python), each with a centre
+ * and radius; lb[i * groups + g] is a float64-safe lower bound, rounded down to fp32, on the squared distance
+ * from row i to any code of group g (triangle inequality: max(0, |x - centre| - radius)^2). A row tile visits
+ * the groups by increasing bound and skips a group when, for every row, the bound exceeds the row's best
+ * squared distance so far plus twice the fp32 error bound at that distance (near_margin): a skipped code is
+ * then strictly farther than the final winner even after rounding, so it can be neither the winner nor a near
+ * tie. The reported runner-up is over the visited codes; the caller's near-tie check rescans all codes. */
+
+/* fp32_distance_error_bound of nst_hf.quantizers.nearest, for one row (gamma from Python). */
+static double near_margin(double x_norm, double distance, double gamma) {
+    double d = distance > 0 ? distance : 0;
+    double c = x_norm + sqrt(d);
+    d = d + 2.0 * gamma * (c * c + 2.0 * x_norm * c);
+    c = x_norm + sqrt(d);
+    return 2.002 * gamma * (c * c + 2.0 * x_norm * c) + 1e-30;
+}
+
+__attribute__((target("avx512f"))) static int search_pruned_avx512(
+    const float *x, const float *packed, const float *norms, const float *lb, const int64_t *group_tiles,
+    const double *x_sq, double gamma, float *best, int64_t *index, float *second, Py_ssize_t dim,
+    Py_ssize_t groups, Py_ssize_t row_start, Py_ssize_t row_stop, int64_t *visited) {
+    float *xt = _mm_malloc((size_t)ROWS512 * (size_t)dim * sizeof(float), 64);
+    state512 *st = _mm_malloc(ROWS512 * sizeof(state512), 64);
+    Py_ssize_t *order = malloc((size_t)groups * sizeof(Py_ssize_t));
+    float *key = malloc((size_t)groups * sizeof(float));
+    if (xt == NULL || st == NULL || order == NULL || key == NULL) {
+        _mm_free(xt);
+        _mm_free(st);
+        free(order);
+        free(key);
+        return -1;
+    }
+    int64_t tiles_done = 0;
+    for (Py_ssize_t i0 = row_start; i0 < row_stop; i0 += ROWS512) {
+        const int valid = row_stop - i0 < ROWS512 ? (int)(row_stop - i0) : ROWS512;
+        for (int r = 0; r < ROWS512; r++) {
+            const float *src = x + (i0 + (r < valid ? r : valid - 1)) * dim;
+            for (Py_ssize_t d = 0; d < dim; d++) xt[d * ROWS512 + r] = src[d];
+            st[r].b1 = st[r].b2 = _mm512_set1_ps(INFINITY);
+            st[r].bi = _mm512_setzero_si512();
+        }
+        /* groups by increasing smallest bound over the tile's rows (insertion sort: groups is ~100) */
+        for (Py_ssize_t g = 0; g < groups; g++) {
+            float k = INFINITY;
+            for (int r = 0; r < valid; r++) k = fminf(k, lb[(i0 + r) * groups + g]);
+            Py_ssize_t j = g;
+            while (j > 0 && key[j - 1] > k) {
+                key[j] = key[j - 1];
+                order[j] = order[j - 1];
+                j--;
+            }
+            key[j] = k;
+            order[j] = g;
+        }
+        double cutoff[ROWS512];
+        for (int r = 0; r < ROWS512; r++) cutoff[r] = INFINITY;
+        for (Py_ssize_t k = 0; k < groups; k++) {
+            const Py_ssize_t g = order[k];
+            int needed = 0;
+            for (int r = 0; r < valid && !needed; r++) needed = !((double)lb[(i0 + r) * groups + g] > cutoff[r]);
+            if (!needed) continue;
+            Py_ssize_t t = group_tiles[g];
+            for (; t + 2 <= group_tiles[g + 1]; t += 2) pass512(xt, packed, norms, t, dim, st, 2, NULL);
+            if (t < group_tiles[g + 1]) pass512(xt, packed, norms, t, dim, st, 1, NULL);
+            tiles_done += group_tiles[g + 1] - group_tiles[g];
+            for (int r = 0; r < valid; r++) {
+                const double distance = (double)_mm512_reduce_min_ps(st[r].b1) + x_sq[i0 + r];
+                cutoff[r] = distance + 2.0 * near_margin(sqrt(x_sq[i0 + r]), distance, gamma);
+            }
+        }
+        for (int r = 0; r < valid; r++) finish512(&st[r], best + i0 + r, index + i0 + r, second + i0 + r);
+    }
+    *visited += tiles_done;
+    _mm_free(xt);
+    _mm_free(st);
+    free(order);
+    free(key);
+    return 0;
+}
+
 static int cpu_has_avx2(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -711,6 +793,69 @@ done:
     return result;
 }
 
+/* nearest_two_pruned(x, packed, norms, lb, group_tiles, x_sq, gamma, best, index, second, rows, dim, codes,
+ * groups, start, stop) -> tiles visited (AVX-512 only; see search_pruned_avx512). */
+static PyObject *nearest_two_pruned(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer xv, pv, nv, lv, gv, qv, bv, iv, sv;
+    Py_ssize_t rows, dim, codes, groups, start, stop;
+    double gamma;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*dw*w*w*nnnnnn", &xv, &pv, &nv, &lv, &gv, &qv, &gamma, &bv, &iv, &sv,
+                          &rows, &dim, &codes, &groups, &start, &stop))
+        return NULL;
+    PyObject *result = NULL;
+    int64_t visited = 0;
+#ifdef HAVE_X86_PATHS
+    const int usable = cpu_has_avx512();
+#else
+    const int usable = 0;
+#endif
+    if (!usable) {
+        PyErr_SetString(PyExc_ValueError, "nearest_two_pruned: needs the avx512 path, which this CPU or build lacks");
+        goto done;
+    }
+    if (dim <= 0 || codes <= 0 || codes % LANES != 0 || groups <= 0 || start < 0 || stop > rows || start > stop) {
+        PyErr_SetString(PyExc_ValueError, "nearest_two_pruned: bad sizes");
+        goto done;
+    }
+    if (!check_buffer(&xv, rows * dim, 4, "x") || !check_buffer(&pv, codes * dim, 4, "packed") ||
+        !check_buffer(&nv, codes, 4, "norms") || !check_buffer(&lv, rows * groups, 4, "lb") ||
+        !check_buffer(&gv, groups + 1, 8, "group_tiles") || !check_buffer(&qv, rows, 8, "x_sq") ||
+        !check_buffer(&bv, rows, 4, "best") || !check_buffer(&iv, rows, 8, "index") ||
+        !check_buffer(&sv, rows, 4, "second"))
+        goto done;
+    const int64_t *gt = (const int64_t *)gv.buf;
+    for (Py_ssize_t g = 0; g < groups; g++)
+        if (gt[0] != 0 || gt[g] > gt[g + 1] || gt[groups] != codes / LANES) {
+            PyErr_SetString(PyExc_ValueError, "nearest_two_pruned: group_tiles must rise from 0 to codes / 16");
+            goto done;
+        }
+    int status = 0;
+#ifdef HAVE_X86_PATHS
+    Py_BEGIN_ALLOW_THREADS status = search_pruned_avx512(
+        (const float *)xv.buf, (const float *)pv.buf, (const float *)nv.buf, (const float *)lv.buf, gt,
+        (const double *)qv.buf, gamma, (float *)bv.buf, (int64_t *)iv.buf, (float *)sv.buf, dim, groups, start, stop,
+        &visited);
+    Py_END_ALLOW_THREADS
+#endif
+    if (status != 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = PyLong_FromLongLong(visited);
+done:
+    PyBuffer_Release(&xv);
+    PyBuffer_Release(&pv);
+    PyBuffer_Release(&nv);
+    PyBuffer_Release(&lv);
+    PyBuffer_Release(&gv);
+    PyBuffer_Release(&qv);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&iv);
+    PyBuffer_Release(&sv);
+    return result;
+}
+
 /* fma_flops(width, iterations) -> FLOPs done by `iterations` steps of the width-lane FMA probe (GIL released;
  * the caller times it). Width 8 needs AVX2+FMA, 16 needs AVX-512F. */
 static PyObject *fma_flops(PyObject *self, PyObject *args) {
@@ -765,6 +910,9 @@ static PyMethodDef methods[] = {
      "pair_distances(x, codebook, rows, codes, out, num_rows, num_codes, dim, pairs) -> None"},
     {"near_codes", near_codes, METH_VARARGS,
      "near_codes(x, packed, norms, rows, limits, out_rows, out_codes, num_rows, dim, codes, count, cap, kernel) -> pairs"},
+    {"nearest_two_pruned", nearest_two_pruned, METH_VARARGS,
+     "nearest_two_pruned(x, packed, norms, lb, group_tiles, x_sq, gamma, best, index, second, rows, dim, codes, "
+     "groups, start, stop) -> tiles visited"},
     {"fma_flops", fma_flops, METH_VARARGS, "fma_flops(width, iterations) -> FLOPs of the FMA throughput probe."},
     {"kernels", kernels, METH_NOARGS, "((name, row_tile), ...) of the code paths usable here, fastest first."},
     {NULL, NULL, 0, NULL}};

@@ -124,6 +124,132 @@ class PackedCodebook:
         self.padded_codes = padded_codes
 
 
+#: Codebooks with fewer codes are searched densely (the bounds cost more than they could skip).
+PRUNE_MIN_CODES = 1024
+#: Codes per group of the pruned search (its groups are clusters of about this many codes).
+PRUNE_GROUP_CODES = 64
+
+
+def _cluster(codebook: np.ndarray, groups: int, iterations: int = 8, seed: int = 0) -> np.ndarray:
+    """Cluster of each code (a few Lloyd iterations in float64, seeded): any grouping keeps the search exact,
+    a tighter one lets it skip more."""
+    rng = np.random.default_rng(seed)
+    centres = codebook[rng.choice(codebook.shape[0], groups, replace=False)].copy()
+    for _ in range(iterations):
+        assign = np.argmin(np.einsum("ij,ij->i", centres, centres)[None, :] - 2.0 * codebook @ centres.T, axis=1)
+        counts = np.bincount(assign, minlength=groups)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, assign, codebook)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+    return assign
+
+
+class PrunedCodebook:
+    """A codebook packed for the exact search that skips codes: codes sorted by cluster, the packed tiles cut
+    into groups of contiguous tiles, each with the float64 centre and radius of its codes.
+
+    ``order[p]`` is the original code at packed position ``p``; ``group_tiles`` the first tile of each group
+    (and the tile count at the end).
+    """
+
+    def __init__(self, codebook: np.ndarray, group_codes: int = PRUNE_GROUP_CODES):
+        codebook = np.asarray(codebook, dtype=np.float32)
+        c64 = codebook.astype(np.float64)
+        assign = _cluster(c64, max(1, codebook.shape[0] // group_codes))
+        # each cluster padded to whole tiles with unreachable codes (norm +inf): a group is exactly one cluster
+        sizes = np.bincount(assign)
+        sizes = sizes[sizes > 0]
+        padded = -(-sizes // LANES) * LANES
+        self.group_tiles = np.r_[0, np.cumsum(padded // LANES)].astype(np.int64)
+        self.order = np.full(int(padded.sum()), -1, dtype=np.int64)
+        slots = np.concatenate([start + np.arange(size) for start, size in zip(self.group_tiles[:-1] * LANES, sizes)])
+        self.order[slots] = np.argsort(assign, kind="stable")
+        layout = np.zeros((self.order.size, codebook.shape[1]), dtype=np.float32)
+        layout[slots] = codebook[self.order[slots]]
+        self.packed = PackedCodebook(layout)
+        self.packed.norms[self.order == -1] = np.inf
+        sorted_codes = np.where((self.order >= 0)[:, None], layout.astype(np.float64), np.nan)
+        num_groups = self.group_tiles.size - 1
+        self.centres = np.zeros((num_groups, codebook.shape[1]))
+        self.radius = np.zeros(num_groups)
+        for g in range(num_groups):
+            members = sorted_codes[self.group_tiles[g] * LANES:self.group_tiles[g + 1] * LANES]
+            members = members[~np.isnan(members[:, 0])]  # padding excluded
+            self.centres[g] = members.mean(axis=0)
+            self.radius[g] = np.sqrt(((members - self.centres[g]) ** 2).sum(axis=1).max())
+        self.radius = self.radius * (1 + 1e-12) + 1e-300  # float64 rounding of the radius, rounded outward
+        self.centre_sq = np.einsum("ij,ij->i", self.centres, self.centres)
+
+    def lower_bounds(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[N, groups]`` fp32 lower bounds (rounded down) on the squared distance from each row to any code
+        of each group, and each row's nearest group centre."""
+        x64 = x.astype(np.float64)
+        x_sq = np.einsum("ij,ij->i", x64, x64)
+        # |x - m|² = |x|² + |m|² - 2x·m in float64, lowered by 1e-12 (|x|² + |m|²) for its rounding; in place
+        bound = x64 @ (-2.0 * self.centres.T)
+        bound += (x_sq * (1 - 1e-12))[:, None]
+        bound += (self.centre_sq * (1 - 1e-12))[None, :]
+        nearest_group = np.argmin(bound, axis=1)
+        np.maximum(bound, 0, out=bound)
+        np.sqrt(bound, out=bound)
+        bound -= self.radius[None, :]
+        np.maximum(bound, 0, out=bound)
+        np.square(bound, out=bound)
+        bound *= 1 - 2.0 ** -22  # fp32 rounds to nearest (relative error <= 2^-24): this rounds down
+        return bound.astype(np.float32), nearest_group
+
+
+#: Environment variable that turns on the search that skips codes (experimental; see :func:`best_two_pruned`).
+PRUNED_ENV = "NST_HF_PRUNED_SEARCH"
+
+
+def pruned_search_enabled(kernel: str, num_codes: int) -> bool:
+    """Whether :class:`~nst_hf.quantizers.nearest.NearestCodeSearch` skips codes: ``NST_HF_PRUNED_SEARCH=1``, the
+    avx512 path and at least :data:`PRUNE_MIN_CODES` codes. Off by default: it visits 35–45 % of the code tiles
+    of the VQ/RVQ fixtures' real latents but ~85 % for K-Means windows, and its bounds and scattered code
+    groups cost more than the skipped tiles on a loaded 2-core machine (see the README)."""
+    return os.environ.get(PRUNED_ENV, "") == "1" and kernel == "avx512" and num_codes >= PRUNE_MIN_CODES
+
+
+def best_two_pruned(x: np.ndarray, codebook: PrunedCodebook, gamma: float, threads: int = 1
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """:func:`best_two` that skips every group of codes whose bound proves it farther than the row's best by
+    more than twice the fp32 error bound (``gamma``: the search's γ, see
+    :func:`nst_hf.quantizers.nearest.fp32_score_error_factor`). AVX-512 only.
+
+    Rows are searched in order of their nearest group centre, so that the rows of a register tile skip the
+    same groups. Returns best, index (packed positions: map through ``codebook.order``), runner-up over the
+    visited codes, and the fraction of code tiles visited.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    rows = x.shape[0]
+    bounds, nearest_group = codebook.lower_bounds(x)
+    perm = np.argsort(nearest_group, kind="stable")
+    xs = np.ascontiguousarray(x[perm])
+    bounds = np.ascontiguousarray(bounds[perm])
+    x64 = xs.astype(np.float64)
+    x_sq = np.einsum("ij,ij->i", x64, x64)  # float64: the skip test compares it with true distances' bounds
+    best = np.empty(rows, dtype=np.float32)
+    index = np.empty(rows, dtype=np.int64)
+    second = np.empty(rows, dtype=np.float32)
+    visited = []
+    packed = codebook.packed
+    groups = codebook.group_tiles.size - 1
+
+    def run(start: int, stop: int) -> None:
+        visited.append(_fused_search.nearest_two_pruned(
+            xs, packed.packed, packed.norms, bounds, codebook.group_tiles, x_sq, gamma, best, index, second,
+            rows, packed.dim, packed.padded_codes, groups, start, stop))
+
+    run_in_ranges("search", run, rows, min(int(threads), rows // MIN_ROWS_PER_THREAD), granule=row_tile("avx512"))
+    out = [np.empty_like(best), np.empty_like(index), np.empty_like(second)]
+    for target, source in zip(out, (best, index, second)):
+        target[perm] = source
+    tiles = packed.padded_codes // LANES
+    return out[0], out[1], out[2], sum(visited) / max(1, tiles * -(-rows // row_tile("avx512")))
+
+
 def best_two(x: np.ndarray, codebook: PackedCodebook, threads: int = 1,
              kernel: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row of ``x`` ``[N, D]``: smallest score ``|c|² − 2x·c``, its (lowest) code, and the runner-up score.

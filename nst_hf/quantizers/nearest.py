@@ -215,7 +215,7 @@ class NearestCodeSearch:
             raise ValueError(f"codebook must be a non-empty [K, D] array, got shape {self.codebook.shape}")
         self.backend = backend
         self.block_rows = int(block_rows)
-        self._packed = self._faiss = self._torch_parts = None
+        self._packed = self._pruned = self._faiss = self._torch_parts = None
 
     def __reduce__(self):
         return (type(self), (self.codebook, self.backend, self.block_rows, self.fallback))
@@ -261,7 +261,10 @@ class NearestCodeSearch:
         if self._packed is None:
             self._packed = fused.PackedCodebook(self.codebook)
         kernel = fused.kernel_name()
-        best, index, second = fused.best_two(x, self._packed, threads or torch.get_num_threads(), kernel)
+        threads = threads or torch.get_num_threads()
+        if fused.pruned_search_enabled(kernel, self.num_codes):
+            return self._search_pruned(x, threads)
+        best, index, second = fused.best_two(x, self._packed, threads, kernel)
         x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
 
         def candidates(rows: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -269,6 +272,25 @@ class NearestCodeSearch:
 
         return prove_winners(x, self.codebook, index, best + x_sq, second + x_sq, x_sq,
                              score_terms=fused.score_error_terms(self.dim), candidates=candidates)
+
+    def _search_pruned(self, x: np.ndarray, threads: int) -> np.ndarray:
+        """The search that skips groups of codes (:func:`nst_hf.quantizers.fused.best_two_pruned`), then the same
+        proof: its skipped codes are farther than the winner by more than the error bound, and near ties are
+        rescanned over every code."""
+        if self._pruned is None:
+            self._pruned = fused.PrunedCodebook(self.codebook)
+        pruned = self._pruned
+        terms = fused.score_error_terms(self.dim)
+        best, packed_index, second, _ = fused.best_two_pruned(x, pruned, fp32_score_error_factor(self.dim, terms),
+                                                              threads)
+        x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
+
+        def candidates(rows: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pair_rows, slots = fused.near_codes(x, pruned.packed, rows, best[rows].astype(np.float64) + bound, "avx512")
+            return pair_rows, pruned.order[slots]
+
+        return prove_winners(x, self.codebook, pruned.order[packed_index], best + x_sq, second + x_sq, x_sq,
+                             score_terms=terms, candidates=candidates)
 
     def _search_faiss(self, x: np.ndarray) -> np.ndarray:
         import faiss
