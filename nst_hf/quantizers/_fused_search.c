@@ -18,7 +18,10 @@
  *
  * nearest_two(x, packed, norms, best, index, second, rows, dim, padded_codes, row_start, row_stop, kernel)
  * releases the GIL, so several Python threads can search disjoint row ranges at once; kernels() lists
- * the paths usable on this CPU with their row tiles.
+ * the paths usable on this CPU with their row tiles. near_codes rescans the near-tie rows with the same
+ * passes and returns every code within a limit; nearest_two_pruned is the experimental search that skips
+ * groups of codes (AVX-512); fma_flops is the bench's FMA-throughput probe; pair_distances the float64
+ * distances of the near-tie decision.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

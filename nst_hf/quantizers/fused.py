@@ -11,6 +11,10 @@ one the CPU supports runs unless ``NST_HF_FUSED_KERNEL`` names another. A named 
 falls back to the best supported path below it, with a logged warning (a script that forces a path
 still runs on every machine); a name that is no path raises ``ValueError`` at the first search.
 
+Rows whose runner-up is within the error bound are rescanned by the same passes (:func:`near_codes`),
+which return every code within the bound for the float64 decision. :func:`best_two_pruned` is an
+experimental exact search that skips groups of codes (``NST_HF_PRUNED_SEARCH=1``, AVX-512 only).
+
 The kernel is optional: it is compiled when nst_hf is installed with a C compiler; without it (or for
 tensors on a GPU) the torch path is used. All give identical codes.
 """
