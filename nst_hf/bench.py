@@ -7,8 +7,11 @@ bounded by one read or grows with the input.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import resource
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -84,15 +87,30 @@ def _preprocess_case(paths: list[str], min_seconds: float, max_samples: int) -> 
     return {"samples": total, "steps": results}
 
 
-def run_isolated(function: Callable, *args) -> dict:
-    """Run ``function(*args)`` in a fresh spawned process and return its result dict."""
+@contextlib.contextmanager
+def _environment(env: dict[str, str] | None):
+    """Set ``env`` in this process's environment for the duration (a spawned child inherits it at start)."""
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_isolated(function: Callable, *args, env: dict[str, str] | None = None) -> dict:
+    """Run ``function(*args)`` in a fresh spawned process (with ``env`` added to its environment), return its result."""
     from concurrent.futures import ProcessPoolExecutor
 
     from nst_hf._allocator import keep_freed_memory
 
     # not multiprocessing.Pool: it waits forever for a task whose worker died; this raises instead
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=keep_freed_memory) as pool:  # measured as a pipeline run tokenizes
+    with _environment(env), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=keep_freed_memory) as pool:  # as a pipeline run tokenizes
         return pool.submit(function, *args).result()
 
 
@@ -159,9 +177,72 @@ def peak_matmul_gflops(size: int = 2048, seconds: float = 1.0, device: str = "cp
     return best
 
 
+#: Environment that holds torch's CPU GEMM libraries (MKL, oneDNN) to 8-wide AVX2 code; read when they start,
+#: so it is given to a fresh process (:func:`run_isolated`'s ``env``).
+AVX2_GEMM_ENV = {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def limit_isa(kernel: str | None) -> str:
+    """Which fp32 peak a CPU row of the fused ``kernel`` path is held against: ``"cpu-avx2"`` for the AVX2 path,
+    else ``"cpu"``.
+
+    The AVX2 path does 8-wide FMAs, so on an AVX-512 CPU its own limit is torch's 2048² GEMM with MKL and oneDNN
+    held to AVX2 (:data:`AVX2_GEMM_ENV`) -- the best 8-wide FMA rate a tuned GEMM reaches, measured exactly as
+    the default limit is, so that the two fractions compare. A bare FMA loop (:func:`fma_peak_gflops`) is not
+    the limit: no product with loads reaches it, and holding only one ISA to it would make the fractions
+    incomparable; the bench prints it beside the limits to show how the CPU's 16- and 8-wide rates relate
+    (on AMD Zen 4, whose AVX-512 splits each 512-bit FMA into two 256-bit halves, they are equal).
+    """
+    return "cpu-avx2" if kernel == "avx2" else "cpu"
+
+
+def fma_peak_gflops(width: int, seconds: float = 0.5, threads: int | None = None, repeats: int = 3) -> float:
+    """Best rate (GFLOP/s, all ``threads`` together) of the kernel's ``width``-lane FMA probe: 12 independent
+    register chains, no memory traffic -- the CPU's FMA throughput at that width (8: AVX2+FMA, 16: AVX-512F).
+
+    Raises ``ValueError`` if the CPU or build has no FMA of that width, ``RuntimeError`` without the kernel.
+    """
+    from nst_hf._threads import compute_threads
+    from nst_hf.quantizers import fused
+
+    if fused._fused_search is None:
+        raise RuntimeError("the FMA probe is part of the fused search kernel, which is not built")
+    probe = fused._fused_search.fma_flops
+    threads = threads or compute_threads()
+    iterations = 1_000_000
+    started = time.perf_counter()
+    probe(width, iterations)
+    iterations = max(1000, int(iterations * seconds / repeats / max(time.perf_counter() - started, 1e-6)))
+    best = 0.0
+    for _ in range(repeats):
+        flops = [0.0] * threads
+
+        def work(slot: int) -> None:
+            flops[slot] = probe(width, iterations)
+
+        workers = [threading.Thread(target=work, args=(slot,)) for slot in range(threads)]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        best = max(best, sum(flops) / (time.perf_counter() - started) / 1e9)
+    return best
+
+
+def _peaks(devices: list[str], isas: set[str]) -> dict[str, float]:
+    """The fp32 GEMM peak of each device, and of ``"cpu-avx2"`` (torch held to AVX2) when asked for."""
+    peaks = {device: run_isolated(peak_matmul_gflops, 2048, 1.0, device) for device in devices}
+    if "cpu-avx2" in isas:
+        peaks["cpu-avx2"] = run_isolated(peak_matmul_gflops, 2048, 1.0, "cpu", env=AVX2_GEMM_ENV)
+    return peaks
+
+
 def _tokenize_case(spec: str, load_kwargs: dict, paths: list[str], min_seconds: float, device: str,
                    token_type: str | None, max_samples: int, resample: bool = False) -> dict:
     import torch
+
+    from nst_hf.quantizers import fused
 
     from nst_hf.io import open_reads
     from nst_hf.auto import load_tokenizer
@@ -197,46 +278,100 @@ def _tokenize_case(spec: str, load_kwargs: dict, paths: list[str], min_seconds: 
     seconds, samples, _ = _timed(in_memory, min_seconds)
     read_seconds, read_samples, _ = _timed(with_reading, min_seconds)
     flops = tok.flops_per_sample(token_type)
-    return {"tokenizer": spec, "kind": tok.bwav_kind, "device": device, "samples": total,
+    kernel = fused.kernel_name() if device == "cpu" and fused.available() else None
+    return {"tokenizer": spec, "kind": tok.bwav_kind, "device": device, "kernel": kernel, "samples": total,
             "samples_per_s": samples / seconds, "samples_per_s_with_reading": read_samples / read_seconds,
             "flops_per_sample": flops, "rss_peak_mib": _rss_mib()}
 
 
 def bench_tokenize(specs: list[str], paths: list, min_seconds: float = 2.0, devices: list[str] | None = None,
                    token_type: str | None = None, load_kwargs: dict | None = None,
-                   max_samples: int = 2_000_000, resample: bool = False) -> dict:
-    """Tokenizer throughput against this machine's fp32 matmul peak, one child process per tokenizer/device."""
+                   max_samples: int = 2_000_000, resample: bool = False, kernels: list[str] | None = None,
+                   runs: int = 1) -> dict:
+    """Tokenizer throughput against this machine's fp32 matmul peak, one child process per case.
+
+    ``kernels``: fused-search paths to measure on CPU, each case in a child with ``NST_HF_FUSED_KERNEL`` set
+    (default: the path this CPU picks); each row is held against the peak of its path's width
+    (:func:`limit_isa`). ``runs`` repeats everything, peaks included, so that each run's fractions use that
+    run's own peaks (see :func:`summarize_runs`).
+    """
     import torch
 
     from nst_hf.io import find_signal_files
 
     files = [str(p) for p in find_signal_files(paths)]
     devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    peaks = {device: run_isolated(peak_matmul_gflops, 2048, 1.0, device) for device in devices}
-    rows = []
-    for spec in specs:
-        for device in devices:
-            rows.append(run_isolated(_tokenize_case, spec, load_kwargs or {}, files, min_seconds, device, token_type,
-                                     max_samples, resample))
-    for device in devices:  # measured again after the cases: the higher of the two is the machine's peak
-        peaks[device] = max(peaks[device], run_isolated(peak_matmul_gflops, 2048, 1.0, device))
-    for row in rows:
-        flops = sum(row["flops_per_sample"].values())
-        row["peak_gflops"] = peaks[row["device"]]
-        row["limit_samples_per_s"] = peaks[row["device"]] * 1e9 / flops
-        row["fraction_of_limit"] = row["samples_per_s"] / row["limit_samples_per_s"]
-    return {"peak_gflops": peaks, "rows": rows}
+    isas = {limit_isa(kernel) for kernel in kernels or [None]}
+    fma = {}
+    for width in (8, 16):
+        try:
+            fma[str(width)] = run_isolated(fma_peak_gflops, width)
+        except (ValueError, RuntimeError):  # no FMA of that width on this CPU, or no kernel built
+            pass
+    rows, all_peaks = [], []
+    for run in range(int(runs)):
+        peaks = _peaks(devices, isas)
+        run_rows = []
+        for spec in specs:
+            for device in devices:
+                for kernel in (kernels or [None]) if device == "cpu" else [None]:
+                    env = {"NST_HF_FUSED_KERNEL": kernel} if kernel else None
+                    row = run_isolated(_tokenize_case, spec, load_kwargs or {}, files, min_seconds, device, token_type,
+                                       max_samples, resample, env=env)
+                    row["run"] = run
+                    row["limit"] = limit_isa(row["kernel"]) if device == "cpu" else device
+                    run_rows.append(row)
+        for name, again in _peaks(devices, isas).items():  # again after the cases: the higher is the peak
+            peaks[name] = max(peaks[name], again)
+        for row in run_rows:
+            flops = sum(row["flops_per_sample"].values())
+            row["peak_gflops"] = peaks[row["limit"]]
+            row["limit_samples_per_s"] = peaks[row["limit"]] * 1e9 / flops
+            row["fraction_of_limit"] = row["samples_per_s"] / row["limit_samples_per_s"]
+        rows += run_rows
+        all_peaks.append(peaks)
+    return {"peak_gflops": {name: max(p[name] for p in all_peaks) for name in all_peaks[0]},
+            "peaks_per_run": all_peaks, "fma_peak_gflops": fma, "runs": int(runs), "rows": rows}
+
+
+def summarize_runs(report: dict) -> list[dict]:
+    """Per tokenizer, device and kernel over the runs: median, min and max of samples/s and of the fraction."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in report["rows"]:
+        groups.setdefault((row["tokenizer"], row["device"], row["kernel"]), []).append(row)
+    out = []
+    for (spec, device, kernel), group in groups.items():
+        rates = np.array([r["samples_per_s"] for r in group])
+        fractions = np.array([r["fraction_of_limit"] for r in group])
+        out.append({"tokenizer": spec, "device": device, "kernel": kernel, "limit": group[0]["limit"],
+                    "runs": len(group), "samples_per_s": [float(np.median(rates)), float(rates.min()), float(rates.max())],
+                    "fraction_of_limit": [float(np.median(fractions)), float(fractions.min()), float(fractions.max())]})
+    return out
 
 
 def format_tokenize_report(report: dict) -> str:
-    lines = ["fp32 matmul peak (torch, 2048², best timing before and after the cases): " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in report["peak_gflops"].items()),
-             f"{'tokenizer':<34} {'dev':<5} {'ksamples/s':>10} {'+reading':>9} {'kFLOP/sample':>13} "
-             f"{'limit ks/s':>10} {'of limit':>8} {'RSS MiB':>8}"]
+    peaks = ", ".join(f"{name} {g:.0f} GFLOP/s" for name, g in report["peak_gflops"].items())
+    lines = ["fp32 matmul peak (torch, 2048², best timing before and after the cases; cpu-avx2: MKL/oneDNN held "
+             f"to AVX2): {peaks}"]
+    if report.get("fma_peak_gflops"):
+        lines.append("FMA probe (registers only, all threads): " + ", ".join(
+            f"{width}-wide {g:.0f} GFLOP/s" for width, g in report["fma_peak_gflops"].items()))
+    lines.append(f"{'tokenizer':<30} {'dev':<4} {'kernel':<7} {'run':>3} {'ksamples/s':>10} {'+reading':>9} "
+                 f"{'kFLOP/sample':>12} {'limit':<8} {'limit ks/s':>10} {'of limit':>8} {'RSS MiB':>7}")
     for row in report["rows"]:
         flops = sum(row["flops_per_sample"].values())
-        lines.append(f"{Path(row['tokenizer']).name[:34]:<34} {row['device']:<5} {row['samples_per_s'] / 1e3:>10.1f} "
-                     f"{row['samples_per_s_with_reading'] / 1e3:>9.1f} {flops / 1e3:>13.1f} "
-                     f"{row['limit_samples_per_s'] / 1e3:>10.1f} {row['fraction_of_limit']:>8.2f} {row['rss_peak_mib']:>8.0f}")
+        lines.append(f"{Path(row['tokenizer']).name[:30]:<30} {row['device']:<4} {row.get('kernel') or '-':<7} "
+                     f"{row.get('run', 0):>3} {row['samples_per_s'] / 1e3:>10.1f} "
+                     f"{row['samples_per_s_with_reading'] / 1e3:>9.1f} {flops / 1e3:>12.1f} {row.get('limit', ''):<8} "
+                     f"{row['limit_samples_per_s'] / 1e3:>10.1f} {row['fraction_of_limit']:>8.2f} {row['rss_peak_mib']:>7.0f}")
+    if report.get("runs", 1) > 1:
+        lines.append("")
+        lines.append(f"over {report['runs']} runs (each fraction against its own run's peak): median [min–max]")
+        for s in summarize_runs(report):
+            rate, frac = s["samples_per_s"], s["fraction_of_limit"]
+            lines.append(f"{Path(s['tokenizer']).name[:30]:<30} {s['device']:<4} {s['kernel'] or '-':<7} "
+                         f"{rate[0] / 1e3:8.1f} [{rate[1] / 1e3:.1f}–{rate[2] / 1e3:.1f}] ksamples/s   "
+                         f"{frac[0]:.2f} [{frac[1]:.2f}–{frac[2]:.2f}] of the {s['limit']} limit")
     return "\n".join(lines)
 
 

@@ -32,6 +32,11 @@ def register(subparsers) -> None:
     tok.add_argument("--seconds", type=float, default=2.0, help="minimum seconds per measurement (default 2)")
     tok.add_argument("--max-samples", type=int, default=2_000_000, help="samples held in memory (default 2e6)")
     tok.add_argument("--resample", action="store_true", help="resample reads to the tokenizer's rate")
+    tok.add_argument("--kernel", action="append", default=None, choices=["avx512", "avx2", "generic"],
+                     help="fused-search path to measure on CPU (NST_HF_FUSED_KERNEL in the case's process); repeat "
+                          "to compare; the avx2 path is held against torch's GEMM peak with MKL/oneDNN held to AVX2 "
+                          "(default: the path this CPU picks)")
+    tok.add_argument("--runs", type=int, default=1, help="repeat the whole run (peaks too) and print the spread")
     tok.add_argument("--json", action="store_true", help="print JSON")
     tok.set_defaults(func=run_tokenize)
     pipe = benches.add_parser("pipeline", help="end-to-end read → tokens → written, against the tokenizer alone",
@@ -71,8 +76,10 @@ def run_tokenize(args) -> int:
         load_kwargs["stride"] = args.stride
     if args.trust_pickle:
         load_kwargs["trust_pickle"] = True
+    if args.runs < 1:
+        raise ValueError(f"--runs must be at least 1, got {args.runs}")
     report = bench_tokenize(args.tokenizer, args.inputs, args.seconds, args.device, args.token_type, load_kwargs,
-                            args.max_samples, args.resample)
+                            args.max_samples, args.resample, args.kernel, args.runs)
     print(json.dumps(report, indent=2) if args.json else format_tokenize_report(report))
     return 0
 

@@ -4,15 +4,24 @@
  * registers so that the [rows, K] score matrix is never written to memory (a matrix product followed
  * by a minimum is bound by that memory traffic when D is small).
  *
- * The codebook is packed by Python as [K/16][D][16] (K padded with +inf norms), so one tile of 16 codes
- * is two AVX vectors per dimension; codes l and l + 8 share lane l of the running best/runner-up
- * state. Rows go in tiles of ROWS = 6 (12 accumulators + 2 code vectors + 1 broadcast fill the 16
- * AVX registers; the last tile repeats its last row).
+ * The codebook is packed by Python as [K/16][D][16] (K padded with +inf norms). Three code paths, picked
+ * per call by name (Python chooses: nst_hf.quantizers.fused, NST_HF_FUSED_KERNEL):
+ * - "avx512": one tile of 16 codes is one zmm vector per dimension; passes of 14 rows x 2 tiles
+ *   (28 accumulators in the 32 zmm registers), see search_avx512;
+ * - "avx2": a tile is two AVX vectors per dimension, codes l and l + 8 share lane l of the running
+ *   best/runner-up state; rows go in tiles of ROWS = 6 (12 accumulators + 2 code vectors + 1 broadcast
+ *   fill the 16 AVX registers);
+ * - "generic": portable C, one row at a time.
+ * The last row tile repeats its last row. Every path sums dot products in blocks of DIM_BLOCK dimensions.
  * Scores are plain fp32; the caller proves each winner with an error bound and re-decides near-ties in
  * float64, so the evaluation order here never changes a token.
  *
- * nearest_two(x, packed, norms, best, index, second, rows, dim, padded_codes, row_start, row_stop)
- * releases the GIL, so several Python threads can search disjoint row ranges at once.
+ * nearest_two(x, packed, norms, best, index, second, rows, dim, padded_codes, row_start, row_stop, kernel)
+ * releases the GIL, so several Python threads can search disjoint row ranges at once; kernels() lists
+ * the paths usable on this CPU with their row tiles. near_codes rescans the near-tie rows with the same
+ * passes and returns every code within a limit; nearest_two_pruned is the experimental search that skips
+ * groups of codes (AVX-512); fma_flops is the bench's FMA-throughput probe; pair_distances the float64
+ * distances of the near-tie decision.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -75,6 +84,65 @@ static int search_generic(const float *x, const float *packed, const float *norm
     return 0;
 }
 
+/* Candidate pairs of the near-tie check: for each selected row, every code whose score is <= the row's limit.
+ * Pairs go to out_rows/out_codes up to cap; the return value is the number found (the caller retries with a
+ * larger buffer when it exceeds cap). */
+typedef struct {
+    int64_t *rows, *codes;
+    Py_ssize_t count, cap;
+} pair_sink;
+
+/* What a near-tie pass needs: the tile's first `valid` rows (their ids and fp32 limits) and the pair sink. */
+typedef struct {
+    const int64_t *rows;
+    const float *limits;
+    int valid;
+    pair_sink *sink;
+} near_tile;
+
+static inline void emit_pair(pair_sink *sink, int64_t row, int64_t code) {
+    if (sink->count < sink->cap) {
+        sink->rows[sink->count] = row;
+        sink->codes[sink->count] = code;
+    }
+    sink->count++;
+}
+
+/* Portable scores (the blocked sums of search_generic), one selected row at a time. */
+__attribute__((always_inline)) static inline void near_generic_body(const float *x, const float *packed,
+                                                                    const float *norms, const int64_t *sel,
+                                                                    const float *limits, Py_ssize_t count,
+                                                                    Py_ssize_t dim, Py_ssize_t codes,
+                                                                    pair_sink *sink) {
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const float *xi = x + sel[i] * dim;
+        for (Py_ssize_t t = 0; t < codes / LANES; t++) {
+            float acc[LANES] = {0};
+            const float *tile = packed + t * dim * LANES;
+            for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
+                const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
+                float part[LANES] = {0};
+                for (Py_ssize_t d = d0; d < d1; d++) {
+                    const float xv = xi[d];
+                    for (int l = 0; l < LANES; l++) part[l] += xv * tile[d * LANES + l];
+                }
+                for (int l = 0; l < LANES; l++) acc[l] = d0 == 0 ? part[l] : acc[l] + part[l];
+            }
+            for (int l = 0; l < LANES; l++)
+                if (norms[t * LANES + l] - 2.0f * acc[l] <= limits[i]) emit_pair(sink, sel[i], t * LANES + l);
+        }
+    }
+}
+
+typedef int (*near_fn)(const float *, const float *, const float *, const int64_t *, const float *, Py_ssize_t,
+                       Py_ssize_t, Py_ssize_t, pair_sink *);
+
+static int near_generic(const float *x, const float *packed, const float *norms, const int64_t *sel,
+                        const float *limits, Py_ssize_t count, Py_ssize_t dim, Py_ssize_t codes, pair_sink *sink) {
+    near_generic_body(x, packed, norms, sel, limits, count, dim, codes, sink);
+    return 0;
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
@@ -132,6 +200,69 @@ __attribute__((target("avx2,fma"))) static void finish_row(const lane_state *st,
 #define ROW_BLOCK_BYTES (64 * 1024)
 #endif
 
+/* Scores of ROWS rows (pointers xr) against code tile t, folded into the rows' states or (near != NULL) emitted
+ * as near-tie candidates (whether near is NULL is a constant at each call). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void pass_avx2(
+    const float *const *xr, const float *packed, const float *norms, Py_ssize_t t, Py_ssize_t dim, lane_state *st,
+    const near_tile *near) {
+    const float *tile = packed + t * dim * LANES;
+    __m256 acc[ROWS][2], part[ROWS][2];
+    for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
+        const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
+        for (int r = 0; r < ROWS; r++) part[r][0] = part[r][1] = _mm256_setzero_ps();
+        for (Py_ssize_t d = d0; d < d1; d++) {
+            const __m256 c0 = _mm256_loadu_ps(tile + d * LANES);
+            const __m256 c1 = _mm256_loadu_ps(tile + d * LANES + 8);
+            for (int r = 0; r < ROWS; r++) {
+                const __m256 v = _mm256_broadcast_ss(xr[r] + d);
+                part[r][0] = _mm256_fmadd_ps(v, c0, part[r][0]);
+                part[r][1] = _mm256_fmadd_ps(v, c1, part[r][1]);
+            }
+        }
+        for (int r = 0; r < ROWS; r++) {
+            acc[r][0] = d0 == 0 ? part[r][0] : _mm256_add_ps(acc[r][0], part[r][0]);
+            acc[r][1] = d0 == 0 ? part[r][1] : _mm256_add_ps(acc[r][1], part[r][1]);
+        }
+    }
+    const __m256 minus_two = _mm256_set1_ps(-2.0f);
+    const __m256 n0 = _mm256_loadu_ps(norms + t * LANES);
+    const __m256 n1 = _mm256_loadu_ps(norms + t * LANES + 8);
+    if (near != NULL) {
+        for (int r = 0; r < near->valid; r++) {
+            const __m256 limit = _mm256_set1_ps(near->limits[r]);
+            unsigned hit = (unsigned)_mm256_movemask_ps(
+                               _mm256_cmp_ps(_mm256_fmadd_ps(minus_two, acc[r][0], n0), limit, _CMP_LE_OQ)) |
+                           (unsigned)_mm256_movemask_ps(
+                               _mm256_cmp_ps(_mm256_fmadd_ps(minus_two, acc[r][1], n1), limit, _CMP_LE_OQ)) << 8;
+            while (hit) {
+                emit_pair(near->sink, near->rows[r], t * LANES + __builtin_ctz(hit));
+                hit &= hit - 1;
+            }
+        }
+        return;
+    }
+    const __m256i base = _mm256_set1_epi32((int)(t * LANES));
+    const __m256i ids0 = _mm256_add_epi32(base, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i ids1 = _mm256_add_epi32(base, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15));
+    for (int r = 0; r < ROWS; r++)
+        update_state(&st[r], _mm256_fmadd_ps(minus_two, acc[r][0], n0), _mm256_fmadd_ps(minus_two, acc[r][1], n1),
+                     ids0, ids1);
+}
+
+/* Near-tie candidates with the AVX2 passes: the selected rows in tiles of ROWS, every code of the codebook. */
+__attribute__((target("avx2,fma"))) static int near_avx2(const float *x, const float *packed, const float *norms,
+                                                        const int64_t *sel, const float *limits, Py_ssize_t count,
+                                                        Py_ssize_t dim, Py_ssize_t codes, pair_sink *sink) {
+    for (Py_ssize_t i0 = 0; i0 < count; i0 += ROWS) {
+        const int valid = count - i0 < ROWS ? (int)(count - i0) : ROWS;
+        const float *xr[ROWS];
+        for (int r = 0; r < ROWS; r++) xr[r] = x + sel[i0 + (r < valid ? r : valid - 1)] * dim;
+        const near_tile near = {sel + i0, limits + i0, valid, sink};
+        for (Py_ssize_t t = 0; t < codes / LANES; t++) pass_avx2(xr, packed, norms, t, dim, NULL, &near);
+    }
+    return 0;
+}
+
 __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const float *packed,
                                                            const float *norms, float *best,
                                                            int64_t *index, float *second,
@@ -146,9 +277,6 @@ __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const
     if (rows_per_block < ROWS) rows_per_block = ROWS;
     lane_state *states = _mm_malloc((size_t)rows_per_block * sizeof(lane_state), 32);
     if (states == NULL) return -1;
-    const __m256i lane_ids0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i lane_ids1 = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
-    const __m256 minus_two = _mm256_set1_ps(-2.0f);
     for (Py_ssize_t rb = row_start; rb < row_stop; rb += rows_per_block) {
         const Py_ssize_t rb_end = rb + rows_per_block < row_stop ? rb + rows_per_block : row_stop;
         /* rows_per_block is a multiple of ROWS, so a last partial tile's repeated rows stay inside */
@@ -163,35 +291,7 @@ __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const
                 const float *xr[ROWS];
                 lane_state *st = states + (i0 - rb);
                 for (int r = 0; r < ROWS; r++) xr[r] = x + (i0 + r < rb_end ? i0 + r : rb_end - 1) * dim;
-                for (Py_ssize_t t = t0; t < t1; t++) {
-                    const float *tile = packed + t * dim * LANES;
-                    __m256 acc[ROWS][2], part[ROWS][2];
-                    for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
-                        const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
-                        for (int r = 0; r < ROWS; r++) part[r][0] = part[r][1] = _mm256_setzero_ps();
-                        for (Py_ssize_t d = d0; d < d1; d++) {
-                            const __m256 c0 = _mm256_loadu_ps(tile + d * LANES);
-                            const __m256 c1 = _mm256_loadu_ps(tile + d * LANES + 8);
-                            for (int r = 0; r < ROWS; r++) {
-                                const __m256 v = _mm256_broadcast_ss(xr[r] + d);
-                                part[r][0] = _mm256_fmadd_ps(v, c0, part[r][0]);
-                                part[r][1] = _mm256_fmadd_ps(v, c1, part[r][1]);
-                            }
-                        }
-                        for (int r = 0; r < ROWS; r++) {
-                            acc[r][0] = d0 == 0 ? part[r][0] : _mm256_add_ps(acc[r][0], part[r][0]);
-                            acc[r][1] = d0 == 0 ? part[r][1] : _mm256_add_ps(acc[r][1], part[r][1]);
-                        }
-                    }
-                    const __m256 n0 = _mm256_loadu_ps(norms + t * LANES);
-                    const __m256 n1 = _mm256_loadu_ps(norms + t * LANES + 8);
-                    const __m256i base = _mm256_set1_epi32((int)(t * LANES));
-                    const __m256i ids0 = _mm256_add_epi32(base, lane_ids0);
-                    const __m256i ids1 = _mm256_add_epi32(base, lane_ids1);
-                    for (int r = 0; r < ROWS; r++)
-                        update_state(&st[r], _mm256_fmadd_ps(minus_two, acc[r][0], n0),
-                                     _mm256_fmadd_ps(minus_two, acc[r][1], n1), ids0, ids1);
-                }
+                for (Py_ssize_t t = t0; t < t1; t++) pass_avx2(xr, packed, norms, t, dim, st, NULL);
             }
         }
         for (Py_ssize_t i = rb; i < rb_end; i++) finish_row(&states[i - rb], best + i, index + i, second + i);
@@ -200,23 +300,335 @@ __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const
     return 0;
 }
 
-static search_fn pick_search(void) {
-    const char *forced = getenv("NST_HF_FUSED_KERNEL"); /* "generic" forces the portable path (tests) */
-    if (forced != NULL && strcmp(forced, "generic") == 0) return search_generic;
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return search_avx2;
-    return search_generic;
-}
-static const char *search_name(search_fn fn) { return fn == search_avx2 ? "avx2" : "generic"; }
-#else
-static search_fn pick_search(void) { return search_generic; }
-static const char *search_name(search_fn fn) {
-    (void)fn;
-    return "generic";
-}
+/* ---------------------------------------------------------------- AVX-512 path
+ *
+ * One tile of 16 codes is one zmm vector per dimension (lane l = code l of the tile), so a pass takes two
+ * adjacent code tiles (32 codes) against ROWS512 = 14 rows: 28 accumulators + 2 code vectors of the 32
+ * zmm registers, the row values broadcast from memory inside the FMA. The rows of a tile are first copied
+ * dimension-major ([D][ROWS512], the last tile repeating its last row) so that all 14 broadcasts of a
+ * dimension address one pointer with constant offsets. Same blocked sums, same fp32 score |c|^2 - 2x.c
+ * as the AVX2 path, so score_error_terms bounds both. */
+#ifndef ROWS512
+#define ROWS512 14
 #endif
 
-static search_fn chosen_search = NULL;
+typedef struct {
+    __m512 b1, b2;
+    __m512i bi;
+} state512;
+
+/* Lane l of a row's state takes code t*16 + l, tiles in ascending order: a strictly smaller score replaces
+ * the best (so the lower code wins on equal scores) and the displaced best, or the score itself, is a
+ * runner-up candidate. */
+__attribute__((target("avx512f"))) static inline void update512(state512 *st, __m512 s, __m512i ids) {
+    const __mmask16 lt = _mm512_cmp_ps_mask(s, st->b1, _CMP_LT_OQ);
+    st->b2 = _mm512_min_ps(st->b2, _mm512_max_ps(st->b1, s));
+    st->bi = _mm512_mask_mov_epi32(st->bi, lt, ids);
+    st->b1 = _mm512_min_ps(st->b1, s);
+}
+
+/* Reduce one row's 16 lanes: smallest score (lowest code on equal scores) and the runner-up. */
+__attribute__((target("avx512f"))) static void finish512(const state512 *st, float *best, int64_t *index,
+                                                        float *second) {
+    float b1[16], b2[16];
+    int32_t bi[16];
+    _mm512_storeu_ps(b1, st->b1);
+    _mm512_storeu_ps(b2, st->b2);
+    _mm512_storeu_si512((void *)bi, st->bi);
+    int w = 0;
+    for (int l = 1; l < 16; l++)
+        if (b1[l] < b1[w] || (b1[l] == b1[w] && bi[l] < bi[w])) w = l;
+    float runner = INFINITY;
+    for (int l = 0; l < 16; l++) {
+        if (b2[l] < runner) runner = b2[l];
+        if (l != w && b1[l] < runner) runner = b1[l];
+    }
+    *best = b1[w];
+    *index = bi[w];
+    *second = runner;
+}
+
+/* Scores of ROWS512 rows (xt: [dim][ROWS512]) against NT (1 or 2) code tiles starting at tile t, folded
+ * into the rows' states, or (near != NULL) emitted as near-tie candidates. NT and whether near is NULL are
+ * constants at each call, so each variant compiles to its own loop. */
+__attribute__((target("avx512f"), always_inline)) static inline void pass512(
+    const float *xt, const float *packed, const float *norms, Py_ssize_t t, Py_ssize_t dim, state512 *st,
+    const int NT, const near_tile *near) {
+    const float *tile0 = packed + t * dim * LANES, *tile1 = tile0 + dim * LANES;
+    __m512 acc[ROWS512][2], part[ROWS512][2];
+    for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
+        const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
+        for (int r = 0; r < ROWS512; r++) part[r][0] = part[r][1] = _mm512_setzero_ps();
+        for (Py_ssize_t d = d0; d < d1; d++) {
+            const float *xd = xt + d * ROWS512;
+            const __m512 c0 = _mm512_loadu_ps(tile0 + d * LANES);
+            const __m512 c1 = NT == 2 ? _mm512_loadu_ps(tile1 + d * LANES) : c0;
+            for (int r = 0; r < ROWS512; r++) {
+                const __m512 v = _mm512_set1_ps(xd[r]);
+                part[r][0] = _mm512_fmadd_ps(v, c0, part[r][0]);
+                if (NT == 2) part[r][1] = _mm512_fmadd_ps(v, c1, part[r][1]);
+            }
+        }
+        for (int r = 0; r < ROWS512; r++) {
+            acc[r][0] = d0 == 0 ? part[r][0] : _mm512_add_ps(acc[r][0], part[r][0]);
+            if (NT == 2) acc[r][1] = d0 == 0 ? part[r][1] : _mm512_add_ps(acc[r][1], part[r][1]);
+        }
+    }
+    const __m512 minus_two = _mm512_set1_ps(-2.0f);
+    const __m512i ids0 = _mm512_add_epi32(_mm512_set1_epi32((int)(t * LANES)),
+                                          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __m512 n0 = _mm512_loadu_ps(norms + t * LANES);
+    if (near != NULL) { /* near-tie candidates: codes whose score is <= the row's limit */
+        for (int j = 0; j < NT; j++) {
+            const __m512 n = j ? _mm512_loadu_ps(norms + (t + 1) * LANES) : n0;
+            for (int r = 0; r < near->valid; r++) {
+                __mmask16 hit = _mm512_cmp_ps_mask(_mm512_fmadd_ps(minus_two, acc[r][j], n),
+                                                   _mm512_set1_ps(near->limits[r]), _CMP_LE_OQ);
+                while (hit) {
+                    emit_pair(near->sink, near->rows[r], (t + j) * LANES + __builtin_ctz(hit));
+                    hit &= hit - 1;
+                }
+            }
+        }
+        return;
+    }
+    for (int r = 0; r < ROWS512; r++) update512(&st[r], _mm512_fmadd_ps(minus_two, acc[r][0], n0), ids0);
+    if (NT == 2) {
+        const __m512i ids1 = _mm512_add_epi32(ids0, _mm512_set1_epi32(LANES));
+        const __m512 n1 = _mm512_loadu_ps(norms + (t + 1) * LANES);
+        for (int r = 0; r < ROWS512; r++) update512(&st[r], _mm512_fmadd_ps(minus_two, acc[r][1], n1), ids1);
+    }
+}
+
+__attribute__((target("avx512f"))) static int search_avx512(const float *x, const float *packed,
+                                                           const float *norms, float *best,
+                                                           int64_t *index, float *second,
+                                                           Py_ssize_t rows, Py_ssize_t dim,
+                                                           Py_ssize_t codes, Py_ssize_t row_start,
+                                                           Py_ssize_t row_stop) {
+    (void)rows;
+    const Py_ssize_t tiles = codes / LANES;
+    /* an even number of tiles per code block, so that passes of two tiles do not straddle blocks */
+    Py_ssize_t tiles_per_block = CODE_BLOCK_BYTES / (dim * LANES * (Py_ssize_t)sizeof(float)) / 2 * 2;
+    if (tiles_per_block < 2) tiles_per_block = 2;
+    Py_ssize_t rows_per_block = ROW_BLOCK_BYTES / (dim * (Py_ssize_t)sizeof(float)) / ROWS512 * ROWS512;
+    if (rows_per_block < ROWS512) rows_per_block = ROWS512;
+    state512 *states = _mm_malloc((size_t)rows_per_block * sizeof(state512), 64);
+    float *xt = _mm_malloc((size_t)rows_per_block * (size_t)dim * sizeof(float), 64);
+    if (states == NULL || xt == NULL) {
+        _mm_free(states);
+        _mm_free(xt);
+        return -1;
+    }
+    for (Py_ssize_t rb = row_start; rb < row_stop; rb += rows_per_block) {
+        const Py_ssize_t rb_end = rb + rows_per_block < row_stop ? rb + rows_per_block : row_stop;
+        for (Py_ssize_t i0 = rb; i0 < rb_end; i0 += ROWS512) { /* row tiles, dimension-major */
+            float *dst = xt + (i0 - rb) * dim;
+            for (int r = 0; r < ROWS512; r++) {
+                const float *src = x + (i0 + r < rb_end ? i0 + r : rb_end - 1) * dim;
+                for (Py_ssize_t d = 0; d < dim; d++) dst[d * ROWS512 + r] = src[d];
+            }
+        }
+        for (Py_ssize_t k = 0; k < rows_per_block; k++) {
+            states[k].b1 = states[k].b2 = _mm512_set1_ps(INFINITY);
+            states[k].bi = _mm512_setzero_si512();
+        }
+        for (Py_ssize_t t0 = 0; t0 < tiles; t0 += tiles_per_block) {
+            const Py_ssize_t t1 = t0 + tiles_per_block < tiles ? t0 + tiles_per_block : tiles;
+            for (Py_ssize_t i0 = rb; i0 < rb_end; i0 += ROWS512) {
+                const float *xr = xt + (i0 - rb) * dim;
+                state512 *st = states + (i0 - rb);
+                Py_ssize_t t = t0;
+                for (; t + 2 <= t1; t += 2) pass512(xr, packed, norms, t, dim, st, 2, NULL);
+                if (t < t1) pass512(xr, packed, norms, t, dim, st, 1, NULL);
+            }
+        }
+        for (Py_ssize_t i = rb; i < rb_end; i++) finish512(&states[i - rb], best + i, index + i, second + i);
+    }
+    _mm_free(states);
+    _mm_free(xt);
+    return 0;
+}
+
+/* FMA throughput probes for the bench (nst_hf.bench.fma_peak_gflops): 12 independent chains of
+ * a = a * m + c per iteration, enough to fill two FMA pipes of latency 4-6; returns the FMAs' FLOPs. */
+#define CHAINS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+__attribute__((target("avx2,fma"))) static double fma_loop8(long iterations, float *sink) {
+    const __m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(0.001f);
+#define INIT8(i) __m256 a##i = _mm256_set1_ps((float)(i));
+#define STEP8(i) a##i = _mm256_fmadd_ps(a##i, m, c);
+#define SUM8(i) s = _mm256_add_ps(s, a##i);
+    CHAINS(INIT8)
+    for (long k = 0; k < iterations; k++) { CHAINS(STEP8) }
+    __m256 s = _mm256_setzero_ps();
+    CHAINS(SUM8)
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    *sink = out[0];
+    return 2.0 * 8 * 12 * (double)iterations;
+}
+__attribute__((target("avx512f"))) static double fma_loop16(long iterations, float *sink) {
+    const __m512 m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(0.001f);
+#define INIT16(i) __m512 a##i = _mm512_set1_ps((float)(i));
+#define STEP16(i) a##i = _mm512_fmadd_ps(a##i, m, c);
+#define SUM16(i) s = _mm512_add_ps(s, a##i);
+    CHAINS(INIT16)
+    for (long k = 0; k < iterations; k++) { CHAINS(STEP16) }
+    __m512 s = _mm512_setzero_ps();
+    CHAINS(SUM16)
+    *sink = _mm512_reduce_add_ps(s);
+    return 2.0 * 16 * 12 * (double)iterations;
+}
+
+/* Near-tie candidates with the AVX-512 passes: the selected rows in tiles of ROWS512 (dimension-major), every
+ * code of the codebook, scores computed exactly as search_avx512 computes them. */
+__attribute__((target("avx512f"))) static int near_avx512(const float *x, const float *packed, const float *norms,
+                                                         const int64_t *sel, const float *limits, Py_ssize_t count,
+                                                         Py_ssize_t dim, Py_ssize_t codes, pair_sink *sink) {
+    const Py_ssize_t tiles = codes / LANES;
+    float *xt = _mm_malloc((size_t)ROWS512 * (size_t)dim * sizeof(float), 64);
+    if (xt == NULL) return -1;
+    for (Py_ssize_t i0 = 0; i0 < count; i0 += ROWS512) {
+        const int valid = count - i0 < ROWS512 ? (int)(count - i0) : ROWS512;
+        for (int r = 0; r < ROWS512; r++) {
+            const float *src = x + sel[i0 + (r < valid ? r : valid - 1)] * dim;
+            for (Py_ssize_t d = 0; d < dim; d++) xt[d * ROWS512 + r] = src[d];
+        }
+        const near_tile near = {sel + i0, limits + i0, valid, sink};
+        Py_ssize_t t = 0;
+        for (; t + 2 <= tiles; t += 2) pass512(xt, packed, norms, t, dim, NULL, 2, &near);
+        if (t < tiles) pass512(xt, packed, norms, t, dim, NULL, 1, &near);
+    }
+    _mm_free(xt);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- exact search that skips codes (AVX-512)
+ *
+ * The codebook is packed in groups of contiguous tiles (codes sorted by cluster in Python), each with a centre
+ * and radius; lb[i * groups + g] is a float64-safe lower bound, rounded down to fp32, on the squared distance
+ * from row i to any code of group g (triangle inequality: max(0, |x - centre| - radius)^2). A row tile visits
+ * the groups by increasing bound and skips a group when, for every row, the bound exceeds the row's best
+ * squared distance so far plus twice the fp32 error bound at that distance (near_margin): a skipped code is
+ * then strictly farther than the final winner even after rounding, so it can be neither the winner nor a near
+ * tie. The reported runner-up is over the visited codes; the caller's near-tie check rescans all codes. */
+
+/* fp32_distance_error_bound of nst_hf.quantizers.nearest, for one row (gamma from Python). */
+static double near_margin(double x_norm, double distance, double gamma) {
+    double d = distance > 0 ? distance : 0;
+    double c = x_norm + sqrt(d);
+    d = d + 2.0 * gamma * (c * c + 2.0 * x_norm * c);
+    c = x_norm + sqrt(d);
+    return 2.002 * gamma * (c * c + 2.0 * x_norm * c) + 1e-30;
+}
+
+__attribute__((target("avx512f"))) static int search_pruned_avx512(
+    const float *x, const float *packed, const float *norms, const float *lb, const int64_t *group_tiles,
+    const double *x_sq, double gamma, float *best, int64_t *index, float *second, Py_ssize_t dim,
+    Py_ssize_t groups, Py_ssize_t row_start, Py_ssize_t row_stop, int64_t *visited) {
+    float *xt = _mm_malloc((size_t)ROWS512 * (size_t)dim * sizeof(float), 64);
+    state512 *st = _mm_malloc(ROWS512 * sizeof(state512), 64);
+    Py_ssize_t *order = malloc((size_t)groups * sizeof(Py_ssize_t));
+    float *key = malloc((size_t)groups * sizeof(float));
+    if (xt == NULL || st == NULL || order == NULL || key == NULL) {
+        _mm_free(xt);
+        _mm_free(st);
+        free(order);
+        free(key);
+        return -1;
+    }
+    int64_t tiles_done = 0;
+    for (Py_ssize_t i0 = row_start; i0 < row_stop; i0 += ROWS512) {
+        const int valid = row_stop - i0 < ROWS512 ? (int)(row_stop - i0) : ROWS512;
+        for (int r = 0; r < ROWS512; r++) {
+            const float *src = x + (i0 + (r < valid ? r : valid - 1)) * dim;
+            for (Py_ssize_t d = 0; d < dim; d++) xt[d * ROWS512 + r] = src[d];
+            st[r].b1 = st[r].b2 = _mm512_set1_ps(INFINITY);
+            st[r].bi = _mm512_setzero_si512();
+        }
+        /* groups by increasing smallest bound over the tile's rows (insertion sort: groups is ~100) */
+        for (Py_ssize_t g = 0; g < groups; g++) {
+            float k = INFINITY;
+            for (int r = 0; r < valid; r++) k = fminf(k, lb[(i0 + r) * groups + g]);
+            Py_ssize_t j = g;
+            while (j > 0 && key[j - 1] > k) {
+                key[j] = key[j - 1];
+                order[j] = order[j - 1];
+                j--;
+            }
+            key[j] = k;
+            order[j] = g;
+        }
+        double cutoff[ROWS512];
+        for (int r = 0; r < ROWS512; r++) cutoff[r] = INFINITY;
+        for (Py_ssize_t k = 0; k < groups; k++) {
+            const Py_ssize_t g = order[k];
+            int needed = 0;
+            for (int r = 0; r < valid && !needed; r++) needed = !((double)lb[(i0 + r) * groups + g] > cutoff[r]);
+            if (!needed) continue;
+            Py_ssize_t t = group_tiles[g];
+            for (; t + 2 <= group_tiles[g + 1]; t += 2) pass512(xt, packed, norms, t, dim, st, 2, NULL);
+            if (t < group_tiles[g + 1]) pass512(xt, packed, norms, t, dim, st, 1, NULL);
+            tiles_done += group_tiles[g + 1] - group_tiles[g];
+            for (int r = 0; r < valid; r++) {
+                const double distance = (double)_mm512_reduce_min_ps(st[r].b1) + x_sq[i0 + r];
+                cutoff[r] = distance + 2.0 * near_margin(sqrt(x_sq[i0 + r]), distance, gamma);
+            }
+        }
+        for (int r = 0; r < valid; r++) finish512(&st[r], best + i0 + r, index + i0 + r, second + i0 + r);
+    }
+    *visited += tiles_done;
+    _mm_free(xt);
+    _mm_free(st);
+    free(order);
+    free(key);
+    return 0;
+}
+
+static int cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+static int cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+#define HAVE_X86_PATHS 1
+#endif
+
+/* The code paths, fastest first; a path is usable when this build has it and the CPU supports it. */
+typedef struct {
+    const char *name;
+    search_fn fn;
+    near_fn near; /* the near-tie candidate scan that goes with it */
+    int row_tile;
+    int (*usable)(void);
+} search_path;
+
+static int always(void) { return 1; }
+
+static const search_path paths[] = {
+#ifdef HAVE_X86_PATHS
+    {"avx512", search_avx512, near_avx512, ROWS512, cpu_has_avx512},
+    {"avx2", search_avx2, near_avx2, ROWS, cpu_has_avx2},
+#endif
+    {"generic", search_generic, near_generic, 1, always},
+};
+#define NUM_PATHS ((int)(sizeof(paths) / sizeof(paths[0])))
+
+/* The usable path called name, or NULL (with ValueError set). */
+static const search_path *find_path(const char *name) {
+    for (int p = 0; p < NUM_PATHS; p++)
+        if (strcmp(paths[p].name, name) == 0) {
+            if (paths[p].usable()) return &paths[p];
+            break;
+        }
+    PyErr_Format(PyExc_ValueError, "nearest_two: kernel %s is not usable on this CPU or build; "
+                 "see nst_hf.quantizers.fused.supported_kernels()", name);
+    return NULL;
+}
+
+
 
 static int check_buffer(Py_buffer *view, Py_ssize_t items, Py_ssize_t itemsize, const char *name) {
     if (view->len < items * itemsize || view->itemsize != itemsize ||
@@ -233,10 +645,13 @@ static PyObject *nearest_two(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer xv, pv, nv, bv, iv, sv;
     Py_ssize_t rows, dim, codes, start, stop;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*nnnnn", &xv, &pv, &nv, &bv, &iv, &sv, &rows, &dim,
-                          &codes, &start, &stop))
+    const char *kernel;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*nnnnns", &xv, &pv, &nv, &bv, &iv, &sv, &rows, &dim,
+                          &codes, &start, &stop, &kernel))
         return NULL;
     PyObject *result = NULL;
+    const search_path *path = find_path(kernel);
+    if (path == NULL) goto done;
     if (dim <= 0 || codes <= 0 || codes % LANES != 0 || start < 0 || stop > rows || start > stop) {
         PyErr_SetString(PyExc_ValueError,
                         "nearest_two: need dim > 0, codes a positive multiple of 16 and "
@@ -248,7 +663,7 @@ static PyObject *nearest_two(PyObject *self, PyObject *args) {
         !check_buffer(&iv, rows, 8, "index") || !check_buffer(&sv, rows, 4, "second"))
         goto done;
     int status;
-    Py_BEGIN_ALLOW_THREADS status = chosen_search((const float *)xv.buf, (const float *)pv.buf,
+    Py_BEGIN_ALLOW_THREADS status = path->fn((const float *)xv.buf, (const float *)pv.buf,
                                                   (const float *)nv.buf, (float *)bv.buf,
                                                   (int64_t *)iv.buf, (float *)sv.buf, rows, dim,
                                                   codes, start, stop);
@@ -265,6 +680,55 @@ done:
     PyBuffer_Release(&bv);
     PyBuffer_Release(&iv);
     PyBuffer_Release(&sv);
+    return result;
+}
+
+/* near_codes(x, packed, norms, sel, limits, out_rows, out_codes, rows, dim, codes, count, cap, kernel) -> pairs:
+ * every (sel[i], code) whose fp32 score (computed as the kernel's search computes it) is <= limits[i]; the first
+ * cap pairs are written, the total is returned (call again with a larger buffer when it exceeds cap). */
+static PyObject *near_codes(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer xv, pv, nv, sv, lv, rv, cv;
+    Py_ssize_t rows, dim, codes, count, cap;
+    const char *kernel;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*w*w*nnnnns", &xv, &pv, &nv, &sv, &lv, &rv, &cv, &rows, &dim, &codes,
+                          &count, &cap, &kernel))
+        return NULL;
+    PyObject *result = NULL;
+    const search_path *path = find_path(kernel);
+    if (path == NULL) goto done;
+    if (dim <= 0 || codes <= 0 || codes % LANES != 0 || count < 0 || cap < 0) {
+        PyErr_SetString(PyExc_ValueError, "near_codes: need dim > 0, codes a positive multiple of 16, counts >= 0");
+        goto done;
+    }
+    if (!check_buffer(&xv, rows * dim, 4, "x") || !check_buffer(&pv, codes * dim, 4, "packed") ||
+        !check_buffer(&nv, codes, 4, "norms") || !check_buffer(&sv, count, 8, "rows") ||
+        !check_buffer(&lv, count, 4, "limits") || !check_buffer(&rv, cap, 8, "out_rows") ||
+        !check_buffer(&cv, cap, 8, "out_codes"))
+        goto done;
+    const int64_t *sel = (const int64_t *)sv.buf;
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (sel[i] < 0 || sel[i] >= rows) {
+            PyErr_SetString(PyExc_IndexError, "near_codes: a row index is out of range");
+            goto done;
+        }
+    pair_sink sink = {(int64_t *)rv.buf, (int64_t *)cv.buf, 0, cap};
+    int status;
+    Py_BEGIN_ALLOW_THREADS status = path->near((const float *)xv.buf, (const float *)pv.buf, (const float *)nv.buf,
+                                               sel, (const float *)lv.buf, count, dim, codes, &sink);
+    Py_END_ALLOW_THREADS if (status != 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = PyLong_FromSsize_t(sink.count);
+done:
+    PyBuffer_Release(&xv);
+    PyBuffer_Release(&pv);
+    PyBuffer_Release(&nv);
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&lv);
+    PyBuffer_Release(&rv);
+    PyBuffer_Release(&cv);
     return result;
 }
 
@@ -332,18 +796,128 @@ done:
     return result;
 }
 
-static PyObject *kernel_name(PyObject *self, PyObject *noargs) {
+/* nearest_two_pruned(x, packed, norms, lb, group_tiles, x_sq, gamma, best, index, second, rows, dim, codes,
+ * groups, start, stop) -> tiles visited (AVX-512 only; see search_pruned_avx512). */
+static PyObject *nearest_two_pruned(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer xv, pv, nv, lv, gv, qv, bv, iv, sv;
+    Py_ssize_t rows, dim, codes, groups, start, stop;
+    double gamma;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*dw*w*w*nnnnnn", &xv, &pv, &nv, &lv, &gv, &qv, &gamma, &bv, &iv, &sv,
+                          &rows, &dim, &codes, &groups, &start, &stop))
+        return NULL;
+    PyObject *result = NULL;
+    int64_t visited = 0;
+#ifdef HAVE_X86_PATHS
+    const int usable = cpu_has_avx512();
+#else
+    const int usable = 0;
+#endif
+    if (!usable) {
+        PyErr_SetString(PyExc_ValueError, "nearest_two_pruned: needs the avx512 path, which this CPU or build lacks");
+        goto done;
+    }
+    if (dim <= 0 || codes <= 0 || codes % LANES != 0 || groups <= 0 || start < 0 || stop > rows || start > stop) {
+        PyErr_SetString(PyExc_ValueError, "nearest_two_pruned: bad sizes");
+        goto done;
+    }
+    if (!check_buffer(&xv, rows * dim, 4, "x") || !check_buffer(&pv, codes * dim, 4, "packed") ||
+        !check_buffer(&nv, codes, 4, "norms") || !check_buffer(&lv, rows * groups, 4, "lb") ||
+        !check_buffer(&gv, groups + 1, 8, "group_tiles") || !check_buffer(&qv, rows, 8, "x_sq") ||
+        !check_buffer(&bv, rows, 4, "best") || !check_buffer(&iv, rows, 8, "index") ||
+        !check_buffer(&sv, rows, 4, "second"))
+        goto done;
+    const int64_t *gt = (const int64_t *)gv.buf;
+    for (Py_ssize_t g = 0; g < groups; g++)
+        if (gt[0] != 0 || gt[g] > gt[g + 1] || gt[groups] != codes / LANES) {
+            PyErr_SetString(PyExc_ValueError, "nearest_two_pruned: group_tiles must rise from 0 to codes / 16");
+            goto done;
+        }
+    int status = 0;
+#ifdef HAVE_X86_PATHS
+    Py_BEGIN_ALLOW_THREADS status = search_pruned_avx512(
+        (const float *)xv.buf, (const float *)pv.buf, (const float *)nv.buf, (const float *)lv.buf, gt,
+        (const double *)qv.buf, gamma, (float *)bv.buf, (int64_t *)iv.buf, (float *)sv.buf, dim, groups, start, stop,
+        &visited);
+    Py_END_ALLOW_THREADS
+#endif
+    if (status != 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = PyLong_FromLongLong(visited);
+done:
+    PyBuffer_Release(&xv);
+    PyBuffer_Release(&pv);
+    PyBuffer_Release(&nv);
+    PyBuffer_Release(&lv);
+    PyBuffer_Release(&gv);
+    PyBuffer_Release(&qv);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&iv);
+    PyBuffer_Release(&sv);
+    return result;
+}
+
+/* fma_flops(width, iterations) -> FLOPs done by `iterations` steps of the width-lane FMA probe (GIL released;
+ * the caller times it). Width 8 needs AVX2+FMA, 16 needs AVX-512F. */
+static PyObject *fma_flops(PyObject *self, PyObject *args) {
+    (void)self;
+    int width;
+    long iterations;
+    if (!PyArg_ParseTuple(args, "il", &width, &iterations)) return NULL;
+    double flops = -1.0;
+    float sink = 0.0f;
+#ifdef HAVE_X86_PATHS
+    if (width == 8 && cpu_has_avx2()) {
+        Py_BEGIN_ALLOW_THREADS flops = fma_loop8(iterations, &sink);
+        Py_END_ALLOW_THREADS
+    } else if (width == 16 && cpu_has_avx512()) {
+        Py_BEGIN_ALLOW_THREADS flops = fma_loop16(iterations, &sink);
+        Py_END_ALLOW_THREADS
+    }
+#endif
+    if (flops < 0) {
+        PyErr_Format(PyExc_ValueError, "fma_flops: no %d-lane FMA on this CPU or build (8 needs AVX2+FMA, "
+                     "16 needs AVX-512F)", width);
+        return NULL;
+    }
+    return PyFloat_FromDouble(flops + 0.0 * sink);
+}
+
+/* ((name, row_tile), ...) of the paths usable here, fastest first ("generic" always last). */
+static PyObject *kernels(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
-    return PyUnicode_FromString(search_name(chosen_search));
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    for (int p = 0; p < NUM_PATHS; p++) {
+        if (!paths[p].usable()) continue;
+        PyObject *item = Py_BuildValue("(si)", paths[p].name, paths[p].row_tile);
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    PyObject *tuple = PyList_AsTuple(out);
+    Py_DECREF(out);
+    return tuple;
 }
 
 static PyMethodDef methods[] = {
     {"nearest_two", nearest_two, METH_VARARGS,
-     "nearest_two(x, packed, norms, best, index, second, rows, dim, codes, start, stop) -> None"},
+     "nearest_two(x, packed, norms, best, index, second, rows, dim, codes, start, stop, kernel) -> None"},
     {"pair_distances", py_pair_distances, METH_VARARGS,
      "pair_distances(x, codebook, rows, codes, out, num_rows, num_codes, dim, pairs) -> None"},
-    {"kernel_name", kernel_name, METH_NOARGS, "Name of the code path chosen for this CPU."},
+    {"near_codes", near_codes, METH_VARARGS,
+     "near_codes(x, packed, norms, rows, limits, out_rows, out_codes, num_rows, dim, codes, count, cap, kernel) -> pairs"},
+    {"nearest_two_pruned", nearest_two_pruned, METH_VARARGS,
+     "nearest_two_pruned(x, packed, norms, lb, group_tiles, x_sq, gamma, best, index, second, rows, dim, codes, "
+     "groups, start, stop) -> tiles visited"},
+    {"fma_flops", fma_flops, METH_VARARGS, "fma_flops(width, iterations) -> FLOPs of the FMA throughput probe."},
+    {"kernels", kernels, METH_NOARGS, "((name, row_tile), ...) of the code paths usable here, fastest first."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused_search",
@@ -351,11 +925,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused_search",
                                     methods};
 
 PyMODINIT_FUNC PyInit__fused_search(void) {
-    chosen_search = pick_search();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    if (PyModule_AddIntConstant(m, "LANES", LANES) < 0 || PyModule_AddIntConstant(m, "ROW_TILE", ROWS) < 0 ||
-        PyModule_AddIntConstant(m, "DIM_BLOCK", DIM_BLOCK) < 0) {
+    if (PyModule_AddIntConstant(m, "LANES", LANES) < 0 || PyModule_AddIntConstant(m, "DIM_BLOCK", DIM_BLOCK) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -125,20 +125,30 @@ def _check_finite(best_scores) -> None:
 
 
 def prove_winners(vectors: np.ndarray, codebook: np.ndarray, index: np.ndarray, best_distance: np.ndarray,
-                  runner_up_distance: np.ndarray, x_sq: np.ndarray, score_terms: int | None = None) -> np.ndarray:
+                  runner_up_distance: np.ndarray, x_sq: np.ndarray, score_terms: int | None = None,
+                  candidates=None) -> np.ndarray:
     """Make an fp32 best-two search exact: every row whose runner-up lies within the fp32 error bound of
-    its winner is decided again by :func:`resolve_near_ties`.
+    its winner is decided again in float64 among the codes that may win.
 
     ``best_distance`` / ``runner_up_distance`` are the search's squared distances, ``x_sq`` = ``|x|²`` per
     row; ``score_terms`` the search's ``n`` in :func:`fp32_score_error_factor` (default: any evaluation
-    order); ``index`` (the search's winners) is updated in place and returned.
+    order); ``index`` (the search's winners) is updated in place and returned. ``candidates(rows, bound)``,
+    if given, returns the ``(pair_rows, pair_codes)`` of every code whose score (from a scoring with the same
+    error bound) lies within ``bound`` of the search's best score of the row; without it
+    :func:`resolve_near_ties` rescores the rows with torch.
     """
     _check_finite(best_distance)
     best_distance = np.asarray(best_distance, dtype=np.float64)
     bound = fp32_distance_error_bound(np.sqrt(x_sq), best_distance, codebook.shape[1], score_terms)
     close = np.flatnonzero(np.asarray(runner_up_distance, dtype=np.float64) - best_distance <= bound)
-    if close.size:
+    if close.size and candidates is None:
         index[close] = resolve_near_ties(vectors, codebook, close)
+    elif close.size:
+        decided = decide_among(vectors, codebook, *candidates(close, bound[close]))
+        if decided.size != close.size:  # the winner's own score is within the bound: cannot happen
+            raise RuntimeError(f"near-tie check: {close.size - decided.size} of {close.size} rows got no candidate "
+                               "code; please report this with the codebook and vectors")
+        index[close] = decided
     return index
 
 
@@ -205,7 +215,7 @@ class NearestCodeSearch:
             raise ValueError(f"codebook must be a non-empty [K, D] array, got shape {self.codebook.shape}")
         self.backend = backend
         self.block_rows = int(block_rows)
-        self._packed = self._faiss = self._torch_parts = None
+        self._packed = self._pruned = self._faiss = self._torch_parts = None
 
     def __reduce__(self):
         return (type(self), (self.codebook, self.backend, self.block_rows, self.fallback))
@@ -250,10 +260,37 @@ class NearestCodeSearch:
             raise ValueError("backend='fused' needs an fp32 codebook; use backend='auto' elsewhere")
         if self._packed is None:
             self._packed = fused.PackedCodebook(self.codebook)
-        best, index, second = fused.best_two(x, self._packed, threads or torch.get_num_threads())
+        kernel = fused.kernel_name()
+        threads = threads or torch.get_num_threads()
+        if fused.pruned_search_enabled(kernel, self.num_codes):
+            return self._search_pruned(x, threads)
+        best, index, second = fused.best_two(x, self._packed, threads, kernel)
         x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
+
+        def candidates(rows: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return fused.near_codes(x, self._packed, rows, best[rows].astype(np.float64) + bound, kernel)
+
         return prove_winners(x, self.codebook, index, best + x_sq, second + x_sq, x_sq,
-                             score_terms=fused.score_error_terms(self.dim))
+                             score_terms=fused.score_error_terms(self.dim), candidates=candidates)
+
+    def _search_pruned(self, x: np.ndarray, threads: int) -> np.ndarray:
+        """The search that skips groups of codes (:func:`nst_hf.quantizers.fused.best_two_pruned`), then the same
+        proof: its skipped codes are farther than the winner by more than the error bound, and near ties are
+        rescanned over every code."""
+        if self._pruned is None:
+            self._pruned = fused.PrunedCodebook(self.codebook)
+        pruned = self._pruned
+        terms = fused.score_error_terms(self.dim)
+        best, packed_index, second, _ = fused.best_two_pruned(x, pruned, fp32_score_error_factor(self.dim, terms),
+                                                              threads)
+        x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
+
+        def candidates(rows: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pair_rows, slots = fused.near_codes(x, pruned.packed, rows, best[rows].astype(np.float64) + bound, "avx512")
+            return pair_rows, pruned.order[slots]
+
+        return prove_winners(x, self.codebook, pruned.order[packed_index], best + x_sq, second + x_sq, x_sq,
+                             score_terms=terms, candidates=candidates)
 
     def _search_faiss(self, x: np.ndarray) -> np.ndarray:
         import faiss
