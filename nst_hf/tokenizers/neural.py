@@ -187,15 +187,22 @@ class _NeuralTokenizer(NstBaseTokenizer):
         with torch.inference_mode():
             pending, pending_rows = [], 0
             for group in groups:
-                vectors = self._latent_vectors(group)
+                with self._stage("encoder", self._synchronize):
+                    vectors = self._latent_vectors(group)
                 pending.append((group, vectors))
                 pending_rows += vectors.shape[0]
                 if pending_rows >= self.search_rows:
-                    self._quantize_pending(pending, levels, results)
+                    with self._stage("search"):
+                        self._quantize_pending(pending, levels, results)
                     pending, pending_rows = [], 0
             if pending:
-                self._quantize_pending(pending, levels, results)
+                with self._stage("search"):
+                    self._quantize_pending(pending, levels, results)
         return results
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def _latent_vectors(self, group) -> torch.Tensor:
         """Encode one batch of windows; the kept frames of every window as ``[frames, D]`` rows.
