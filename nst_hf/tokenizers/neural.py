@@ -59,6 +59,9 @@ class _NeuralTokenizer(NstBaseTokenizer):
         #: Latent rows gathered from several encoder batches before one codebook search (fewer hand-overs
         #: between torch's threads and the search kernel's).
         self.search_rows = SEARCH_ROWS
+        #: ``False`` encodes through the plain ``nn.Sequential`` layers (the reference) instead of the folded,
+        #: channels-last fast form; ``NST_HF_PLAIN_ENCODER=1`` does the same for every tokenizer.
+        self.fast_encoder = True
         self.margin_frames = min_margin(model.config.receptive_field, model.config.downsample_rate)
         self.device = torch.device(device or "cpu")
         self.model.to(self.device)
@@ -213,9 +216,9 @@ class _NeuralTokenizer(NstBaseTokenizer):
         pieces = [piece for _, _, piece in group]
         batch = torch.from_numpy(np.stack(pieces * 2 if len(pieces) == 1 else pieces)).unsqueeze(1).to(self.device)
         with _full_fp32_convolutions(batch.device):
-            latent = self.model.encode_latent(batch)  # [B, D, frames]
-        kept = [latent[b, :, w.keep_start - w.start:w.keep_end - w.start] for b, (_, w, _) in enumerate(group)]
-        return torch.cat(kept, dim=1).T.contiguous()
+            latent = self.model.encode_frames(batch, fast=self.fast_encoder)  # [B, frames, D]
+        kept = [latent[b, w.keep_start - w.start:w.keep_end - w.start] for b, (_, w, _) in enumerate(group)]
+        return torch.cat(kept)
 
     def _quantize_pending(self, pending, levels: int, results: list[np.ndarray]) -> None:
         """Search the latent rows of several encoder batches at once and write each window's codes."""
