@@ -180,8 +180,8 @@ class NstConvVQModel(nn.Module):
     def encode_frames(self, signal: torch.Tensor, fast: bool = True) -> torch.Tensor:
         """``[B, 1, L]`` normalised signal → ``[B, ceil(L / d), D]`` latent rows, for inference.
 
-        ``fast=True`` runs :class:`~nst_hf.models.fast_encoder.FastEncoder` (BatchNorm folded, channels-last
-        oneDNN convolutions; rebuilt from the encoder's weights whenever they change), unless
+        ``fast=True`` runs :class:`~nst_hf.models.fast_encoder.FastEncoder` (BatchNorm folded, the layer forms
+        measured fastest for the architecture; rebuilt from the encoder's weights whenever they change), unless
         ``NST_HF_PLAIN_ENCODER=1``; ``fast=False``, or the model in training mode or with gradients on, runs
         :meth:`encode_latent`, the reference. The two differ by fp32 rounding only.
         """
@@ -201,7 +201,8 @@ class NstConvVQModel(nn.Module):
         cached = self.__dict__.get("_fast_encoder")
         if cached is None or cached[0] != key:
             order = ARCHITECTURES[self.config.architecture]["order"]
-            forms = LAYER_FORMS.get(self.config.architecture)
+            on_cpu = tensors[0].device.type == "cpu"  # GPUs: plain forms, whose fp32 is kept by cuDNN's switch
+            forms = LAYER_FORMS.get(self.config.architecture) if on_cpu else None
             cached = (key, FastEncoder.from_encoder(self.encoder, order, forms))
             self.__dict__["_fast_encoder"] = cached
         return cached[1]

@@ -10,10 +10,13 @@ saves; this one is rebuilt from its tensors whenever they change and never write
   read its zero padding, where the unfolded layer saw zeros rather than ``shift``; those few output
   columns get the exact correction. The last BN is applied to the latent (one pass over ``D / d`` values
   per sample).
-- Every layer is a 2-D convolution on a ``[B, C, 1, L]`` tensor in channels-last memory, which oneDNN runs
-  with its direct channels-last kernels (about 1.6× the plain ``conv1d`` layers for the default tokenizer
-  on one AVX-512 core), SiLU in place after it. The latent comes out as ``[B, T, D]`` rows, which is the
-  layout the nearest-code search takes, so no transpose copy follows.
+- Each layer runs in one of three forms (:data:`LAYER_FORMS`, measured per architecture): ``"plain"``
+  (torch's ``conv1d`` on ``[B, C, L]``), ``"channels_last"`` (a 2-D convolution on ``[B, C, 1, L]`` in
+  channels-last memory, which oneDNN runs with its direct channels-last kernels: about 1.6× the plain
+  ``conv1d`` for the default tokenizer's 16/32-channel layers on one AVX-512 core) or ``"gemm"``
+  (:func:`_shifted_gemm`: BLAS products over the channels-last activations). SiLU runs in place on
+  each layer's output. The latent comes out as ``[B, T, D]`` rows, the layout the nearest-code search
+  takes. On GPUs every layer uses the plain form (BatchNorm folded all the same).
 
 The folded weights are computed in float64 and rounded once, so the fast form's latents differ from the
 plain layers' only by fp32 rounding (the tests bound it against a float64 evaluation).
@@ -38,7 +41,7 @@ def plain_encoder_requested() -> bool:
 
 
 LAYER_FORMS_KNOWN = ("plain", "channels_last", "gemm")
-#: Each architecture's fastest layer forms on the machines measured (AMD EPYC, AVX-512, torch 2.13 CPU).
+#: Each architecture's fastest layer forms on CPU, as measured (AMD EPYC, AVX-512, torch 2.13; one core).
 #: ``vq_cnn1`` (the default tokenizer): its 16/32-channel layers run ~1.6× faster channels-last, and its
 #: last layer (32→64, k25, s5) as shifted BLAS products. The wider architectures were no faster in any
 #: other form than torch's own layout, so they keep it (BatchNorm folded all the same).
@@ -47,8 +50,9 @@ LAYER_FORMS: dict[str, tuple[str, ...]] = {"vq_cnn1": ("channels_last", "channel
 
 @dataclass(frozen=True)
 class _Layer:
-    """One folded convolution: weight ``[Co, Ci, 1, k]`` (channels-last), bias ``[Co]``, optional SiLU,
-    and for a layer that absorbed the previous BN the per-tap ``W·shift`` sums that its padded taps lack."""
+    """One folded convolution: weight ``[Co, Ci, k]`` (``[Co, Ci, 1, k]`` channels-last for that form), bias
+    ``[Co]``, optional SiLU, and for a layer that absorbed the previous BN the per-tap ``W·shift`` sums that
+    its padded taps lack."""
 
     weight: torch.Tensor
     bias: torch.Tensor
