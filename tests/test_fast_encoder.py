@@ -219,3 +219,35 @@ def test_fold_refuses_other_layers():
         FastEncoder.from_encoder(encoder, "conv_act_bn")
     with pytest.raises(ValueError, match="unknown encoder order"):
         FastEncoder.from_encoder(torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3)), "conv_relu")
+
+
+def test_parallel_workers_give_the_same_tokens_and_restore_torch_threads(neural, real_pa):
+    """Batches shared among worker threads (one torch thread each) give the tokens of one worker using
+    torch's own threads, and the caller's torch thread count is unchanged afterwards."""
+    ys = _preprocessed(neural, real_pa)
+    token_type = f"L{neural.num_quantizers}" if neural.is_rvq else None
+    threads = torch.get_num_threads()
+    neural.encode_workers = 1
+    try:
+        one = neural.encode_preprocessed(ys, token_type=token_type)
+        for workers in (2, 3):
+            neural.encode_workers = workers
+            for a, b in zip(neural.encode_preprocessed(ys, token_type=token_type), one):
+                np.testing.assert_array_equal(a, b)
+            assert torch.get_num_threads() == threads
+    finally:
+        neural.encode_workers = None
+
+
+def test_stage_times_add_up_to_the_call_with_parallel_workers(checkpoints, real_pa):
+    import time
+
+    tok = _load("default", checkpoints)
+    ys = _preprocessed(tok, real_pa) * 3
+    tok.encode_workers = 2
+    tok.stage_seconds = {}
+    start = time.perf_counter()
+    tok.encode_preprocessed(ys)
+    wall = time.perf_counter() - start
+    stages, tok.stage_seconds = tok.stage_seconds, None
+    assert set(stages) == {"encoder", "search"} and sum(stages.values()) <= 1.05 * wall

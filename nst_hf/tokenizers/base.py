@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
@@ -37,6 +38,7 @@ from nst_hf.tokenizers.compat import EarlierToolMethods
 from nst_hf.tokenizers.vocab import SPECIAL_TOKENS, TOKEN_RE, codes_to_ids, codes_to_text
 
 logger = logging.getLogger(__name__)
+_STAGE_LOCK = threading.Lock()
 
 PREPROCESSOR_FILE = "bwav_preprocessor_config.json"
 TRAINING_FILE = "bwav_training.json"
@@ -89,6 +91,8 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
     #: Set to a dict to have encoding add the seconds it spends in each stage (``"encoder"``, ``"search"``)
     #: to it (``nst-hf bench tokenize`` reports them); ``None`` (the default) times nothing.
     stage_seconds: dict[str, float] | None = None
+    #: Each timed block counts this share of its wall time: ``1 / n`` while ``n`` workers run stages in parallel.
+    _stage_share: float = 1.0
 
     def __init__(self, *, codebook_size: int, num_quantizers: int = 1, preprocessing: PreprocessingConfig,
                  bwav_kind: str | None = None, special_tokens_pattern: str = "none", **kwargs):
@@ -130,7 +134,9 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
             if synchronize is not None:
                 synchronize()
         finally:
-            self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.perf_counter() - start
+            spent = (time.perf_counter() - start) * self._stage_share
+            with _STAGE_LOCK:
+                self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + spent
 
     # ------------------------------------------------------------------ loading helpers
 
