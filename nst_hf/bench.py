@@ -250,18 +250,11 @@ def _tokenize_case(spec: str, load_kwargs: dict, paths: list[str], min_seconds: 
     tok = load_tokenizer(spec, **load_kwargs)
     if device != "cpu" and hasattr(tok, "to"):
         tok.to(device)
-    signals, rates, total = [], [], 0
-    with open_reads(paths, on_error="skip") as source:
-        for record in source:
-            if record.has_calibration:
-                signals.append(record.signal_pa)
-                rates.append(record.sampling_rate)
-                total += record.num_samples
-            if total >= max_samples:
-                break
+    signals, rates = _bench_signals(tok, paths, max_samples, resample)
+    total = sum(signal.size for signal in signals)
 
     def in_memory() -> int:
-        tok.encode_signals_to_codes(signals, rates, token_type=token_type, resample=resample)
+        tok.encode_signals_to_codes(signals, rates, token_type=token_type)
         if device != "cpu":
             torch.cuda.synchronize()
         return total
@@ -276,12 +269,48 @@ def _tokenize_case(spec: str, load_kwargs: dict, paths: list[str], min_seconds: 
 
     in_memory()  # warm-up
     seconds, samples, _ = _timed(in_memory, min_seconds)
+    stages = _stage_rates(tok, in_memory, min_seconds)
     read_seconds, read_samples, _ = _timed(with_reading, min_seconds)
     flops = tok.flops_per_sample(token_type)
     kernel = fused.kernel_name() if device == "cpu" and fused.available() else None
     return {"tokenizer": spec, "kind": tok.bwav_kind, "device": device, "kernel": kernel, "samples": total,
             "samples_per_s": samples / seconds, "samples_per_s_with_reading": read_samples / read_seconds,
-            "flops_per_sample": flops, "rss_peak_mib": _rss_mib()}
+            "stage_samples_per_s": stages, "flops_per_sample": flops, "rss_peak_mib": _rss_mib()}
+
+
+def _bench_signals(tok, paths: list[str], max_samples: int, resample: bool) -> tuple[list, list]:
+    """pA signals of the first reads (up to ``max_samples`` samples, as read), resampled to the tokenizer's
+    rate here, before any timing, when ``resample`` is set; and their rates."""
+    from nst_hf.io import open_reads
+    from nst_hf.preprocessing import resample_signal
+
+    signals, rates, total = [], [], 0
+    with open_reads(paths, on_error="skip") as source:
+        for record in source:
+            if record.has_calibration:
+                signals.append(record.signal_pa)
+                rates.append(record.sampling_rate)
+                total += record.num_samples
+            if total >= max_samples:
+                break
+    target = tok.sampling_rate
+    if resample and target:
+        signals = [s if r in (None, target) else resample_signal(s, r, target) for s, r in zip(signals, rates)]
+        rates = [target if r is not None else None for r in rates]
+    return signals, rates
+
+
+def _stage_rates(tok, run: Callable[[], int], min_seconds: float) -> dict[str, float]:
+    """Samples/s of each stage the tokenizer times (``encoder``, ``search``; ``other`` is the rest of the
+    call: preprocessing, windowing, writing codes), over passes of ``run`` lasting ``min_seconds``."""
+    tok.stage_seconds = {}
+    try:
+        seconds, samples, _ = _timed(run, min_seconds)
+        stages = dict(tok.stage_seconds)
+    finally:
+        tok.stage_seconds = None
+    stages["other"] = max(seconds - sum(stages.values()), 1e-12)
+    return {name: samples / spent for name, spent in stages.items() if spent > 0}
 
 
 def bench_tokenize(specs: list[str], paths: list, min_seconds: float = 2.0, devices: list[str] | None = None,
@@ -328,6 +357,9 @@ def bench_tokenize(specs: list[str], paths: list, min_seconds: float = 2.0, devi
             row["peak_gflops"] = peaks[row["limit"]]
             row["limit_samples_per_s"] = peaks[row["limit"]] * 1e9 / flops
             row["fraction_of_limit"] = row["samples_per_s"] / row["limit_samples_per_s"]
+            row["stage_fraction_of_limit"] = {  # each stage's own FLOPs at the same peak
+                name: rate * row["flops_per_sample"][name] / (row["peak_gflops"] * 1e9)
+                for name, rate in row["stage_samples_per_s"].items() if row["flops_per_sample"].get(name)}
         rows += run_rows
         all_peaks.append(peaks)
     return {"peak_gflops": {name: max(p[name] for p in all_peaks) for name in all_peaks[0]},
@@ -364,6 +396,14 @@ def format_tokenize_report(report: dict) -> str:
                      f"{row.get('run', 0):>3} {row['samples_per_s'] / 1e3:>10.1f} "
                      f"{row['samples_per_s_with_reading'] / 1e3:>9.1f} {flops / 1e3:>12.1f} {row.get('limit', ''):<8} "
                      f"{row['limit_samples_per_s'] / 1e3:>10.1f} {row['fraction_of_limit']:>8.2f} {row['rss_peak_mib']:>7.0f}")
+        for name, rate in row.get("stage_samples_per_s", {}).items():
+            stage_flops = row["flops_per_sample"].get(name, 0.0)
+            fraction = row["stage_fraction_of_limit"].get(name)
+            limit = f"{'':<8} {row['peak_gflops'] * 1e6 / stage_flops:>10.1f} {fraction:>8.2f}" if stage_flops else ""
+            lines.append(f"{'  ' + name:<30} {'':<4} {'':<7} {'':>3} {rate / 1e3:>10.1f} {'':>9} "
+                         f"{stage_flops / 1e3:>12.1f} {limit}".rstrip())
+    lines.append("stage rows: that stage alone (samples/s over its own time), its FLOPs, its limit and fraction at the "
+                 "same peak")
     if report.get("runs", 1) > 1:
         lines.append("")
         lines.append(f"over {report['runs']} runs (each fraction against its own run's peak): median [min–max]")

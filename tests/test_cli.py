@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import nst_hf
 from nst_hf.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +85,22 @@ def test_bench_tokenize_reports_limit_fraction(capsys, checkpoints):
     assert row["flops_per_sample"] == {"encoder": 25760.0, "search": 2 * 8192 * 64 / 5}
     assert row["fraction_of_limit"] == pytest.approx(row["samples_per_s"] / (report["peak_gflops"]["cpu"] * 1e9 /
                                                      sum(row["flops_per_sample"].values())))
+    stages = row["stage_samples_per_s"]  # encoder and search each alone: faster than the whole call
+    assert set(stages) == {"encoder", "search", "other"} and all(stages[s] > row["samples_per_s"] for s in stages)
+    for stage in ("encoder", "search"):
+        assert row["stage_fraction_of_limit"][stage] == pytest.approx(
+            stages[stage] * row["flops_per_sample"][stage] / (report["peak_gflops"]["cpu"] * 1e9))
+
+
+def test_bench_resamples_before_the_timing(upstream_dir):
+    """``--resample`` hands the timed calls signals already at the tokenizer's rate (demo.fast5: 4 → 5 kHz)."""
+    from nst_hf.bench import _bench_signals
+
+    tok = nst_hf.load_tokenizer("default")
+    raw, raw_rates = _bench_signals(tok, [str(upstream_dir / "demo.fast5")], 600_000, resample=False)
+    signals, rates = _bench_signals(tok, [str(upstream_dir / "demo.fast5")], 600_000, resample=True)
+    assert set(raw_rates) == {4000.0} and set(rates) == {5000.0} and len(signals) == len(raw) > 1
+    assert [s.size for s in signals] == [-(-r.size * 5 // 4) for r in raw]
 
 
 def test_inspect_tokenizer(capsys, checkpoints):

@@ -31,9 +31,9 @@ def _one_pass_codes(tok, signal, levels):
     frames = -(-y.size // d)
     padded = np.zeros((frames + tok.margin_frames) * d, np.float32)  # the read followed by zeros
     padded[:y.size] = y
-    with torch.inference_mode():
-        latent = tok.model.encode_latent(torch.from_numpy(padded)[None, None])[0, :, :frames].T.contiguous()
-        return tok.model.quantize(latent, levels).numpy()
+    with torch.inference_mode():  # the encoder the tokenizer runs (the fast form unless switched off)
+        latent = tok.model.encode_frames(torch.from_numpy(padded)[None, None], fast=tok.fast_encoder)
+        return tok.model.quantize(latent[0, :frames].contiguous(), levels).numpy()
 
 
 @pytest.fixture(scope="module", params=["vq_cnn0_cb1024", "vq_cnn1_cb8192", "vq_cnn2_cb1024", "rvq_nq4_cb1024"])
@@ -55,6 +55,16 @@ def test_neural_tokens_independent_of_windows_and_batches(neural, real_signals):
             np.testing.assert_array_equal(a, ref)
             np.testing.assert_array_equal(b, ref)
     neural.window_frames, neural.batch_windows = defaults
+    neural.fast_encoder = False  # the plain layers are batch- and window-independent in the same way
+    try:
+        plain_reference = [_one_pass_codes(neural, s, levels) for s in real_signals]
+        for window_frames, batch_windows in [(37, 1), (2000, 64)]:
+            neural.window_frames, neural.batch_windows = window_frames, batch_windows
+            for ref, got in zip(plain_reference, neural.encode_signals_to_codes(real_signals, token_type=token_type)):
+                np.testing.assert_array_equal(got, ref)
+    finally:
+        neural.fast_encoder = True
+        neural.window_frames, neural.batch_windows = defaults
     assert reference[0].shape[0] == -(-30000 // neural.samples_per_token)
     assert all(not (c == 0).all() for c in reference[:3])
 

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     tok = benches.add_parser("tokenize", help="tokenizer samples/s against this machine's fp32 matmul limit",
                              description="Samples/s (reading excluded and included), FLOPs per sample, the fp32 "
                                          "matmul peak measured in the same run, the fraction of the limit and peak "
-                                         "memory; on CUDA too when a GPU is present.")
+                                         "memory, then the same for the encoder and the nearest-code search alone "
+                                         "(and 'other': preprocessing, windowing); on CUDA too when a GPU is present.")
     tok.add_argument("inputs", nargs="+", metavar="INPUT", help="signal files or directories")
     tok.add_argument("--tokenizer", action="append", required=True, metavar="T",
                      help="folder, repo id, 'default' or upstream file; repeat to compare several")
@@ -31,7 +32,9 @@ def register(subparsers) -> None:
                      help="devices to measure (default: cpu, and cuda when available)")
     tok.add_argument("--seconds", type=float, default=2.0, help="minimum seconds per measurement (default 2)")
     tok.add_argument("--max-samples", type=int, default=2_000_000, help="samples held in memory (default 2e6)")
-    tok.add_argument("--resample", action="store_true", help="resample reads to the tokenizer's rate")
+    tok.add_argument("--resample", action="store_true",
+                     help="resample reads to the tokenizer's rate before the timing (samples/s then counts "
+                          "samples at the tokenizer's rate; the +reading column resamples inside its timing)")
     tok.add_argument("--kernel", action="append", default=None, choices=["avx512", "avx2", "generic"],
                      help="fused-search path to measure on CPU (NST_HF_FUSED_KERNEL in the case's process); repeat "
                           "to compare; the avx2 path is held against torch's GEMM peak with MKL/oneDNN held to AVX2 "

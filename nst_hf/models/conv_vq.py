@@ -177,6 +177,36 @@ class NstConvVQModel(nn.Module):
             hidden = nn.functional.silu(hidden, inplace=True) if isinstance(layer, nn.SiLU) else layer(hidden)
         return hidden
 
+    def encode_frames(self, signal: torch.Tensor, fast: bool = True) -> torch.Tensor:
+        """``[B, 1, L]`` normalised signal → ``[B, ceil(L / d), D]`` latent rows, for inference.
+
+        ``fast=True`` runs :class:`~nst_hf.models.fast_encoder.FastEncoder` (BatchNorm folded, the layer forms
+        measured fastest for the architecture; rebuilt from the encoder's weights whenever they change), unless
+        ``NST_HF_PLAIN_ENCODER=1``; ``fast=False``, or the model in training mode or with gradients on, runs
+        :meth:`encode_latent`, the reference. The two differ by fp32 rounding only.
+        """
+        from nst_hf.models.fast_encoder import plain_encoder_requested
+
+        if not fast or self.training or torch.is_grad_enabled() or plain_encoder_requested():
+            return self.encode_latent(signal).transpose(1, 2)
+        return self.fast_encoder()(signal)
+
+    def fast_encoder(self):
+        """The :class:`~nst_hf.models.fast_encoder.FastEncoder` of the current encoder weights (cached; rebuilt
+        after loading, training, an in-place edit or a move to another device or dtype)."""
+        from nst_hf.models.fast_encoder import LAYER_FORMS, FastEncoder
+
+        tensors = list(self.encoder.parameters()) + list(self.encoder.buffers())
+        key = tuple((t.device, t.dtype, t.data_ptr(), t._version) for t in tensors)
+        cached = self.__dict__.get("_fast_encoder")
+        if cached is None or cached[0] != key:
+            order = ARCHITECTURES[self.config.architecture]["order"]
+            on_cpu = tensors[0].device.type == "cpu"  # GPUs: plain forms, whose fp32 is kept by cuDNN's switch
+            forms = LAYER_FORMS.get(self.config.architecture) if on_cpu else None
+            cached = (key, FastEncoder.from_encoder(self.encoder, order, forms))
+            self.__dict__["_fast_encoder"] = cached
+        return cached[1]
+
     def quantize(self, latent: torch.Tensor, num_levels: int | None = None) -> torch.Tensor:
         """``[N, D]`` latent vectors → ``[N, levels]`` codes (nearest codebook vector, residual per level)."""
         levels = num_levels or self.config.num_quantizers
@@ -194,6 +224,7 @@ class NstConvVQModel(nn.Module):
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
         state.pop("_code_searches", None)  # rebuilt where it is used; keeps pickles (and their hashes) stable
+        state.pop("_fast_encoder", None)
         return state
 
     def code_searches(self) -> list:

@@ -18,8 +18,11 @@ The public ways from signal to tokens:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -35,6 +38,7 @@ from nst_hf.tokenizers.compat import EarlierToolMethods
 from nst_hf.tokenizers.vocab import SPECIAL_TOKENS, TOKEN_RE, codes_to_ids, codes_to_text
 
 logger = logging.getLogger(__name__)
+_STAGE_LOCK = threading.Lock()
 
 PREPROCESSOR_FILE = "bwav_preprocessor_config.json"
 TRAINING_FILE = "bwav_training.json"
@@ -98,6 +102,11 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
     bwav_kind: str = ""
     is_rvq: bool = False
     model_input_names = ["input_ids", "attention_mask"]
+    #: Set to a dict to have encoding add the seconds it spends in each stage (``"encoder"``, ``"search"``)
+    #: to it (``nst-hf bench tokenize`` reports them); ``None`` (the default) times nothing.
+    stage_seconds: dict[str, float] | None = None
+    #: Each timed block counts this share of its wall time: ``1 / n`` while ``n`` workers run stages in parallel.
+    _stage_share: float = 1.0
 
     def __init__(self, *, codebook_size: int, num_quantizers: int = 1, preprocessing: PreprocessingConfig,
                  bwav_kind: str | None = None, special_tokens_pattern: str = "none", **kwargs):
@@ -125,6 +134,23 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
         self.init_kwargs["special_tokens_pattern"] = special_tokens_pattern
         if self.default_token_type:
             self.init_kwargs["default_token_type"] = self.default_token_type
+
+    @contextlib.contextmanager
+    def _stage(self, name: str, synchronize=None):
+        """Add the block's wall time to ``stage_seconds[name]`` when timing is on (``synchronize()`` first
+        waits for a device's queued work, so that it is counted in its own stage)."""
+        if self.stage_seconds is None:
+            yield
+            return
+        start = time.perf_counter()
+        try:
+            yield
+            if synchronize is not None:
+                synchronize()
+        finally:
+            spent = (time.perf_counter() - start) * self._stage_share
+            with _STAGE_LOCK:
+                self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + spent
 
     # ------------------------------------------------------------------ loading helpers
 

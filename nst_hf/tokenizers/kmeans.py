@@ -152,7 +152,8 @@ class NstKMeansTokenizer(NstBaseTokenizer):
         if not any(len(b) for b in blocks):
             return [np.zeros((0, 1), dtype=np.int64) for _ in signals]
         vectors = np.concatenate(blocks)
-        codes = self.search(vectors)
+        with self._stage("search"):
+            codes = self.search(vectors)
         out, offset = [], 0
         for block in blocks:
             out.append(codes[offset:offset + len(block)].reshape(-1, 1))

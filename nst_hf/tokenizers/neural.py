@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nst_hf._threads import compute_threads, thread_pool
 from nst_hf.chunking import min_margin, num_frames, plan_windows
 from nst_hf.errors import CheckpointError
 from nst_hf.models.conv_vq import NstConvVQConfig, NstConvVQModel
@@ -59,6 +60,12 @@ class _NeuralTokenizer(NstBaseTokenizer):
         #: Latent rows gathered from several encoder batches before one codebook search (fewer hand-overs
         #: between torch's threads and the search kernel's).
         self.search_rows = SEARCH_ROWS
+        #: ``False`` encodes through the plain ``nn.Sequential`` layers (the reference) instead of the folded,
+        #: channels-last fast form; ``NST_HF_PLAIN_ENCODER=1`` does the same for every tokenizer.
+        self.fast_encoder = True
+        #: CPU threads that each encode and search a share of the batches with one torch thread (``None``:
+        #: torch's thread count; ``1``: one share, torch's own intra-op threads).
+        self.encode_workers: int | None = None
         self.margin_frames = min_margin(model.config.receptive_field, model.config.downsample_rate)
         self.device = torch.device(device or "cpu")
         self.model.to(self.device)
@@ -184,18 +191,48 @@ class _NeuralTokenizer(NstBaseTokenizer):
         groups = _batches(full, self.batch_windows)
         for items in short.values():
             groups += _batches(items, max(1, self.batch_windows * width // max(items[0][1].length, 1)))
+        workers = min(self.encode_workers or compute_threads(), len(groups)) if self.device.type == "cpu" else 1
+        if workers < 2:
+            self._encode_groups(groups, levels, results)
+            return results
+        main_threads = torch.get_num_threads()
+        self._stage_share = 1.0 / workers  # stage times: wall time of the parallel section, not thread time
+        try:
+            pool = thread_pool("encode", workers)
+            shares = [groups[i::workers] for i in range(workers)]
+            for future in [pool.submit(self._encode_groups_on_one_thread, share, levels, results) for share in shares]:
+                future.result()
+        finally:
+            self._stage_share = 1.0
+            torch.set_num_threads(main_threads)  # the workers' setting also changed torch's default for new threads
+        return results
+
+    def _encode_groups_on_one_thread(self, groups: list, levels: int, results: list[np.ndarray]) -> None:
+        """A worker's share of the batches, encoded and searched with one torch thread (workers run in parallel)."""
+        if torch.get_num_threads() != 1:  # per OS thread; a pool thread keeps it
+            torch.set_num_threads(1)
+        self._encode_groups(groups, levels, results)
+
+    def _encode_groups(self, groups: list, levels: int, results: list[np.ndarray]) -> None:
+        """Encode batches of windows and search their latent rows, writing each window's codes to ``results``."""
         with torch.inference_mode():
             pending, pending_rows = [], 0
             for group in groups:
-                vectors = self._latent_vectors(group)
+                with self._stage("encoder", self._synchronize):
+                    vectors = self._latent_vectors(group)
                 pending.append((group, vectors))
                 pending_rows += vectors.shape[0]
                 if pending_rows >= self.search_rows:
-                    self._quantize_pending(pending, levels, results)
+                    with self._stage("search"):
+                        self._quantize_pending(pending, levels, results)
                     pending, pending_rows = [], 0
             if pending:
-                self._quantize_pending(pending, levels, results)
-        return results
+                with self._stage("search"):
+                    self._quantize_pending(pending, levels, results)
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def _latent_vectors(self, group) -> torch.Tensor:
         """Encode one batch of windows; the kept frames of every window as ``[frames, D]`` rows.
@@ -206,9 +243,9 @@ class _NeuralTokenizer(NstBaseTokenizer):
         pieces = [piece for _, _, piece in group]
         batch = torch.from_numpy(np.stack(pieces * 2 if len(pieces) == 1 else pieces)).unsqueeze(1).to(self.device)
         with _full_fp32_convolutions(batch.device):
-            latent = self.model.encode_latent(batch)  # [B, D, frames]
-        kept = [latent[b, :, w.keep_start - w.start:w.keep_end - w.start] for b, (_, w, _) in enumerate(group)]
-        return torch.cat(kept, dim=1).T.contiguous()
+            latent = self.model.encode_frames(batch, fast=self.fast_encoder)  # [B, frames, D]
+        kept = [latent[b, w.keep_start - w.start:w.keep_end - w.start] for b, (_, w, _) in enumerate(group)]
+        return torch.cat(kept)
 
     def _quantize_pending(self, pending, levels: int, results: list[np.ndarray]) -> None:
         """Search the latent rows of several encoder batches at once and write each window's codes."""
