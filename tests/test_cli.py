@@ -74,6 +74,25 @@ def test_bench_read_prints_rows_for_each_input(capsys):
 
 
 @pytest.mark.slow
+def test_bench_pipeline_compares_with_the_same_reads_in_memory_and_says_where_time_goes(capsys):
+    from nst_hf.bench import bench_pipeline, format_pipeline_report
+    from nst_hf.io import open_reads
+
+    sample = ROOT / "examples" / "data" / "sample.pod5"
+    report = bench_pipeline("default", [sample])
+    with open_reads(sample) as source:
+        samples = sum(record.num_samples for record in source)
+    assert [row["prefetch"] for row in report["rows"]] == [True, False, True, False]
+    for row in report["rows"]:
+        assert row["samples"] == samples and row["reads"] == 8
+        assert row["ratio_to_tokenizer_alone"] == pytest.approx(row["samples_per_s"] / row["alone_samples_per_s"])
+        assert 0 < row["stage_seconds"]["encoder"] + row["stage_seconds"]["search"] < row["seconds"]
+        assert 0 < sum(row["alone_stage_seconds"].values()) < samples / row["alone_samples_per_s"]
+    text = format_pipeline_report(report)
+    assert "encoder s" in text and "rest" in text and text.count("\n") == 6
+
+
+@pytest.mark.slow
 def test_bench_tokenize_reports_limit_fraction(capsys, checkpoints):
     args = ["bench", "tokenize", "--json", "--seconds", "0.01", "--max-samples", "20000", "--device", "cpu",
             "--tokenizer", str(checkpoints / "vq_cnn1_cb8192.pth"), str(SAMPLE)]
