@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from nst_hf.cli._source import add_source_options, source_kwargs
+from nst_hf.cli._summary import print_skipped
 
 
 def register(subparsers) -> None:
@@ -59,12 +60,8 @@ def run(args) -> int:
                           resume=args.resume, on_error=args.on_error, load_kwargs=source_kwargs(args),
                           progress=None if sys.stderr.isatty() else False, resample=args.resample,
                           overwrite=args.overwrite, reference=args.reference)
-    report_path = printable_path(f"{args.output}.report.json")
     print(f"{summary.reads} basecalled reads paired into {printable_path(args.output)} ({summary.rows:,} rows, "
           f"{summary.tokens:,} tokens, {summary.bases:,} bases, {summary.samples_per_second:,.0f} samples/s"
           + (f", {summary.files_resumed} files resumed" if summary.files_resumed else "") + ")")
-    if summary.skipped:
-        print(f"{len(summary.skipped)} reads or basecalls skipped (details in {report_path}):")
-        for skipped in summary.skipped[:10]:
-            print(f"  {skipped.read_id or printable_path(skipped.file)}: {printable_path(skipped.reason)}")
+    print_skipped(summary, args.output, "reads or basecalls")
     return 0

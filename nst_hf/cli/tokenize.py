@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from nst_hf.cli._source import add_source_options, source_kwargs
+from nst_hf.cli._summary import print_skipped
 
 
 def register(subparsers) -> None:
@@ -53,12 +54,8 @@ def run(args) -> int:
                               return_ids=args.return_ids, load_kwargs=load_kwargs,
                               progress=None if sys.stderr.isatty() else False, resample=args.resample,
                               overwrite=args.overwrite)
-    report_path = printable_path(f"{args.output}.report.json")
     print(f"{summary.reads} reads tokenized into {printable_path(args.output)} ({summary.tokens:,} tokens, "
           f"{summary.samples:,} samples, {summary.samples_per_second:,.0f} samples/s"
           + (f", {summary.files_resumed} files resumed" if summary.files_resumed else "") + ")")
-    if summary.skipped:
-        print(f"{len(summary.skipped)} reads skipped (details in {report_path}):")
-        for skipped in summary.skipped[:10]:
-            print(f"  {skipped.read_id or printable_path(skipped.file)}: {printable_path(skipped.reason)}")
+    print_skipped(summary, args.output)
     return 0

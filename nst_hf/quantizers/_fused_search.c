@@ -146,6 +146,24 @@ static int near_generic(const float *x, const float *packed, const float *norms,
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
+/* One row's per-lane bests → the row's best (lowest code on equal scores), its code and the runner-up (the
+ * smallest of every lane's runner-up and the other lanes' bests); shared by the AVX2 and AVX-512 paths. */
+static void reduce_lanes(const float *b1, const float *b2, const int32_t *bi, int lanes, float *best,
+                         int64_t *index, float *second) {
+    int w = 0;
+    for (int l = 1; l < lanes; l++)
+        if (b1[l] < b1[w] || (b1[l] == b1[w] && bi[l] < bi[w])) w = l;
+    float runner = INFINITY;
+    for (int l = 0; l < lanes; l++) {
+        if (b2[l] < runner) runner = b2[l];
+        if (l != w && b1[l] < runner) runner = b1[l];
+    }
+    *best = b1[w];
+    *index = bi[w];
+    *second = runner;
+}
+
+
 /* Per-lane state of one row: best, its code and the runner-up in each of 8 lanes (2 codes per tile). */
 typedef struct {
     __m256 b1, b2;
@@ -175,17 +193,7 @@ __attribute__((target("avx2,fma"))) static void finish_row(const lane_state *st,
     _mm256_storeu_ps(b1, st->b1);
     _mm256_storeu_ps(b2, st->b2);
     _mm256_storeu_si256((__m256i *)bi, st->bi);
-    int w = 0;
-    for (int l = 1; l < 8; l++)
-        if (b1[l] < b1[w] || (b1[l] == b1[w] && bi[l] < bi[w])) w = l;
-    float runner = INFINITY;
-    for (int l = 0; l < 8; l++) {
-        if (b2[l] < runner) runner = b2[l];
-        if (l != w && b1[l] < runner) runner = b1[l];
-    }
-    *best = b1[w];
-    *index = bi[w];
-    *second = runner;
+    reduce_lanes(b1, b2, bi, 8, best, index, second);
 }
 
 /*
@@ -335,17 +343,7 @@ __attribute__((target("avx512f"))) static void finish512(const state512 *st, flo
     _mm512_storeu_ps(b1, st->b1);
     _mm512_storeu_ps(b2, st->b2);
     _mm512_storeu_si512((void *)bi, st->bi);
-    int w = 0;
-    for (int l = 1; l < 16; l++)
-        if (b1[l] < b1[w] || (b1[l] == b1[w] && bi[l] < bi[w])) w = l;
-    float runner = INFINITY;
-    for (int l = 0; l < 16; l++) {
-        if (b2[l] < runner) runner = b2[l];
-        if (l != w && b1[l] < runner) runner = b1[l];
-    }
-    *best = b1[w];
-    *index = bi[w];
-    *second = runner;
+    reduce_lanes(b1, b2, bi, 16, best, index, second);
 }
 
 /* Scores of ROWS512 rows (xt: [dim][ROWS512]) against NT (1 or 2) code tiles starting at tile t, folded
