@@ -261,6 +261,7 @@ def test_pruned_search_gives_the_reference_codes(kind, vq1, rvq, demo_reads, mon
     """NST_HF_PRUNED_SEARCH=1: real latents of every level, and clustered vectors with planted ties, give the
     same codes as the dense search and the float64 reference."""
     _require("avx512")
+    monkeypatch.delenv("NST_HF_FUSED_KERNEL", raising=False)  # the pruned search runs on the AVX-512 path only
     tok = vq1 if kind == "vq" else rvq
     residual = _real_latents(tok, demo_reads[1].signal_pa[:30000])
     monkeypatch.setenv(fused.PRUNED_ENV, "1")

@@ -45,6 +45,20 @@
 typedef int (*search_fn)(const float *, const float *, const float *, float *, int64_t *, float *,
                           Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t);
 
+/* acc[l] = x . code l of one packed tile, summed in blocks of DIM_BLOCK dimensions and then the block sums in
+ * order (the summation score_error_terms bounds); the portable paths' one dot-product loop. */
+static inline void tile_dots(const float *xi, const float *tile, Py_ssize_t dim, float acc[LANES]) {
+    for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
+        const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
+        float part[LANES] = {0};
+        for (Py_ssize_t d = d0; d < d1; d++) {
+            const float xv = xi[d];
+            for (int l = 0; l < LANES; l++) part[l] += xv * tile[d * LANES + l];
+        }
+        for (int l = 0; l < LANES; l++) acc[l] = d0 == 0 ? part[l] : acc[l] + part[l];
+    }
+}
+
 /* Portable version (any CPU): same tiling, the compiler vectorises what it can. */
 static int search_generic(const float *x, const float *packed, const float *norms, float *best,
                            int64_t *index, float *second, Py_ssize_t rows, Py_ssize_t dim,
@@ -55,17 +69,8 @@ static int search_generic(const float *x, const float *packed, const float *norm
         float b1 = INFINITY, b2 = INFINITY;
         int64_t bi = 0;
         for (Py_ssize_t t = 0; t < codes / LANES; t++) {
-            float acc[LANES] = {0};
-            const float *tile = packed + t * dim * LANES;
-            for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
-                const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
-                float part[LANES] = {0};
-                for (Py_ssize_t d = d0; d < d1; d++) {
-                    const float xv = xi[d];
-                    for (int l = 0; l < LANES; l++) part[l] += xv * tile[d * LANES + l];
-                }
-                for (int l = 0; l < LANES; l++) acc[l] = d0 == 0 ? part[l] : acc[l] + part[l];
-            }
+            float acc[LANES];
+            tile_dots(xi, packed + t * dim * LANES, dim, acc);
             for (int l = 0; l < LANES; l++) {
                 const float s = norms[t * LANES + l] - 2.0f * acc[l];
                 if (s < b1) {
@@ -117,17 +122,8 @@ __attribute__((always_inline)) static inline void near_generic_body(const float 
     for (Py_ssize_t i = 0; i < count; i++) {
         const float *xi = x + sel[i] * dim;
         for (Py_ssize_t t = 0; t < codes / LANES; t++) {
-            float acc[LANES] = {0};
-            const float *tile = packed + t * dim * LANES;
-            for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
-                const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
-                float part[LANES] = {0};
-                for (Py_ssize_t d = d0; d < d1; d++) {
-                    const float xv = xi[d];
-                    for (int l = 0; l < LANES; l++) part[l] += xv * tile[d * LANES + l];
-                }
-                for (int l = 0; l < LANES; l++) acc[l] = d0 == 0 ? part[l] : acc[l] + part[l];
-            }
+            float acc[LANES];
+            tile_dots(xi, packed + t * dim * LANES, dim, acc);
             for (int l = 0; l < LANES; l++)
                 if (norms[t * LANES + l] - 2.0f * acc[l] <= limits[i]) emit_pair(sink, sel[i], t * LANES + l);
         }
