@@ -259,7 +259,7 @@ def tokenize_batch(batch, tokenizer, token_type: str | None = None, return_ids: 
     return out
 
 
-def _placed_from_columns(batch, size: int):
+def _placed_from_columns(batch):
     """The basecall columns of :func:`reads_to_dataset` (``basecalls=``) as :class:`nst_hf.pairs.PlacedCall`
     inputs, per row: ``(bases, base_samples or None, called_end or None, (region_start, region_end))``."""
     out = []
@@ -307,7 +307,7 @@ def pair_batch(batch, tokenizer, basecalls=None, chunk_size: int = 0, chunk_over
               "base_starts": []}], error)
 
     if "bases" in batch:  # joined by reads_to_dataset(basecalls=...)
-        columns = _placed_from_columns(batch, len(records))
+        columns = _placed_from_columns(batch)
         row_of = {id(record): i for i, record in enumerate(records)}
         for record, codes, error in tokenizer.iter_tokenized(records, token_type, on_error, resample,
                                                              batch_samples=float("inf")):

@@ -157,11 +157,10 @@ class Pairing:
 
     def settings(self) -> dict:
         """What ``--resume`` must find unchanged: the chunking and every basecall file (path, size, mtime)."""
-        import os
+        from nst_hf.pipeline.parts import input_stamp  # the stamp the run keeps of each signal file
 
-        stamps = [{"path": os.path.abspath(f), "size": os.stat(f).st_size, "mtime_ns": os.stat(f).st_mtime_ns}
-                  for f in self.basecalls.files]
-        return {"chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap, "basecalls": stamps}
+        return {"chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap,
+                "basecalls": [input_stamp(f) for f in self.basecalls.files]}
 
 
 @dataclass
