@@ -112,6 +112,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def append_file(source: str | os.PathLike, handle) -> None:
+    """Append the bytes of the file ``source`` to the binary file ``handle``, copied by the kernel
+    (``os.sendfile``) where it can, else through a buffer."""
+    with open(source, "rb") as reader:
+        handle.flush()
+        size, copied = os.fstat(reader.fileno()).st_size, 0
+        try:
+            while copied < size:
+                sent = os.sendfile(handle.fileno(), reader.fileno(), copied, size - copied)
+                if sent == 0:
+                    break
+                copied += sent
+        except (AttributeError, OSError):  # no sendfile to this kind of file: copy the rest by hand
+            pass
+        handle.seek(0, os.SEEK_END)  # the kernel moved the file's offset, not the handle's
+        if copied < size:
+            reader.seek(copied)
+            shutil.copyfileobj(reader, handle, 1 << 20)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically and durably."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
@@ -209,8 +229,40 @@ class AtomicJsonlWriter(AtomicWriter):
         self._handle.close()
 
     def write(self, record: dict) -> None:
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        """Write ``record`` as one line, the same text as ``json.dumps(record, ensure_ascii=False)``."""
+        self._handle.write(json_line(record))
         self.count += 1
+
+
+#: Strings at least this long are checked for characters JSON must escape instead of being escaped.
+_PLAIN_MIN_CHARS = 4096
+
+
+def _needs_no_escape(text: str) -> bool:
+    """Whether JSON writes ``text`` as it is: ASCII without ``"``, ``\\`` or control characters (< 0x20).
+
+    Token text is such a string: these checks (``isascii`` is a flag, ``in`` a memchr, the control
+    characters one NumPy minimum) take ~10 ms per 40 MB where ``json.dumps`` scans at ~160 ms.
+    """
+    import numpy as np
+
+    return (text.isascii() and '"' not in text and "\\" not in text
+            and int(np.frombuffer(text.encode("ascii"), dtype=np.uint8).min()) >= 0x20)
+
+
+def json_line(record: dict) -> str:
+    """``json.dumps(record, ensure_ascii=False) + "\\n"``, byte for byte, with long plain strings (the token
+    text of a read) copied rather than scanned character by character."""
+    if not all(type(key) is str for key in record):
+        return json.dumps(record, ensure_ascii=False) + "\n"
+    fields = []
+    for key, value in record.items():
+        if type(value) is str and len(value) >= _PLAIN_MIN_CHARS and _needs_no_escape(value):
+            encoded = '"' + value + '"'
+        else:
+            encoded = json.dumps(value, ensure_ascii=False)
+        fields.append(json.dumps(key, ensure_ascii=False) + ": " + encoded)
+    return "{" + ", ".join(fields) + "}\n"
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -203,3 +203,20 @@ def test_rvq_vocabulary_ids_agree_with_codes_to_ids(rvq):
 def test_tokenizer_maps_non_token_text_to_unk_not_characters(vq1):
     ids = vq1.convert_tokens_to_ids(vq1._tokenize("<|bwav:5|>hello<|bwav:7|>"))
     assert ids == [5, vq1.unk_token_id, 7]
+
+
+def test_text_is_right_for_codes_past_every_table_size_and_any_level_count():
+    """The token strings come from cached tables that grow with the largest code: codes at and past each
+    power-of-two edge, and a new level count after an old one, still give the formatted tokens."""
+    codes = np.array([[0], [1023], [1024], [2047], [2048], [70_000], [5]], dtype=np.int64)
+    assert codes_to_text(codes, rvq=False) == "".join(f"<|bwav:{c}|>" for c in codes[:, 0].tolist())
+    assert codes_to_text(codes[:2], rvq=False) == "<|bwav:0|><|bwav:1023|>"  # the grown table still serves
+    for levels in (2, 5, 3):
+        wide = np.arange(levels * 4, dtype=np.int64).reshape(4, levels) * 999
+        expected = "".join(f"<|bwav:L{i % levels + 1}_{c}|>" for i, c in enumerate(wide.reshape(-1).tolist()))
+        assert codes_to_text(wide, rvq=True) == expected
+
+
+def test_negative_codes_are_refused_rather_than_read_from_the_table_end():
+    with pytest.raises(ValueError, match="non-negative"):
+        codes_to_text(np.array([[3], [-1]]), rvq=False)

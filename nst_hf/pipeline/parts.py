@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from nst_hf.output import AtomicJsonlWriter, AtomicWriter, atomic_path, atomic_write_json, atomic_write_text, \
+from nst_hf.output import AtomicJsonlWriter, AtomicWriter, append_file, atomic_path, atomic_write_json, atomic_write_text, \
     printable_path
 from nst_hf.pipeline.files import write_tokens
 from nst_hf.pipeline.guard import OUTPUT_MARKER
@@ -136,8 +136,7 @@ def assemble(parts: list[Path], output: Path, fmt: str, report_path: Path, summa
         if fmt == "jsonl":  # parts are already (gzip members of) the output's bytes
             with open(tmp, "wb") as handle:
                 for part in parts:
-                    with open(part, "rb") as source:
-                        shutil.copyfileobj(source, handle, 1 << 20)
+                    append_file(part, handle)
         elif fmt == "parquet":
             import pyarrow.parquet as pq
 
