@@ -415,6 +415,17 @@ def format_tokenize_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+#: Stages a pipeline row breaks its seconds into (``stage_seconds`` keys), then "other" for the rest.
+PIPELINE_STAGES = ("read", "preprocess", "encoder", "search", "write")
+
+
+def _quiet_skips() -> None:
+    """Silence the per-read 'skipping read' warnings in a bench process: the report counts the skips."""
+    import logging
+
+    logging.getLogger("nst_hf").setLevel(logging.ERROR)
+
+
 def _pipeline_case(spec: str, load_kwargs: dict, paths: list[str], workdir: str, token_type: str | None,
                    resample: bool = False, prefetch: bool = True) -> dict:
     import os
@@ -422,15 +433,16 @@ def _pipeline_case(spec: str, load_kwargs: dict, paths: list[str], workdir: str,
     from nst_hf.auto import load_tokenizer
     from nst_hf.pipeline import tokenize_inputs
 
+    _quiet_skips()
     os.environ["NST_HF_PREFETCH"] = "1" if prefetch else "0"
     tok = load_tokenizer(spec, **load_kwargs)
     rss_base = _rss_mib()
     tok.stage_seconds = {}
     summary = tokenize_inputs(paths, Path(workdir) / "bench_output.jsonl", tokenizer=tok, token_type=token_type,
                               on_error="skip", progress=False, resample=resample, overwrite=True)
-    return {"samples": summary.samples, "reads": summary.reads, "seconds": summary.seconds,
-            "samples_per_s": summary.samples_per_second, "rss_peak_mib": _rss_mib(), "rss_base_mib": rss_base,
-            "stage_seconds": dict(tok.stage_seconds), "prefetch": prefetch}
+    return {"samples": summary.samples, "reads": summary.reads, "skipped": len(summary.skipped),
+            "seconds": summary.seconds, "samples_per_s": summary.samples_per_second, "rss_peak_mib": _rss_mib(),
+            "rss_base_mib": rss_base, "stage_seconds": dict(tok.stage_seconds), "prefetch": prefetch}
 
 
 def _alone_case(spec: str, load_kwargs: dict, paths: list[str], token_type: str | None, resample: bool) -> dict:
@@ -440,6 +452,7 @@ def _alone_case(spec: str, load_kwargs: dict, paths: list[str], token_type: str 
     from nst_hf.auto import load_tokenizer
     from nst_hf.io import open_reads
 
+    _quiet_skips()
     tok = load_tokenizer(spec, **load_kwargs)
     with open_reads(paths, on_error="skip") as source:
         records = list(source)
@@ -461,11 +474,13 @@ def _alone_case(spec: str, load_kwargs: dict, paths: list[str], token_type: str 
 
 
 def bench_pipeline(spec: str, paths: list, token_type: str | None = None, load_kwargs: dict | None = None,
-                   min_seconds: float = 2.0, resample: bool = False) -> dict:
+                   min_seconds: float = 2.0, resample: bool = False, runs: int = 1) -> dict:
     """End-to-end read → tokens → written samples/s on a small and the full input, with and without reading
-    ahead, against the tokenizer alone on the same reads held in memory (each in a fresh process); per
-    row, the seconds in the encoder and the search and the rest (reading, preprocessing, writing, start-up,
-    partly hidden behind the search when reading ahead)."""
+    ahead, against the tokenizer alone on the same reads held in memory (each in a fresh process, the alone
+    case just before the pipeline cases of the same run). Each row also has the seconds per stage
+    (:data:`PIPELINE_STAGES`; the rest is start-up: finding and checking files, the lock, manifest, parts
+    and the output). ``runs > 1`` repeats everything, so that :func:`summarize_pipeline_runs` gives the
+    spread of each ratio."""
     import tempfile
 
     from nst_hf.io import find_signal_files
@@ -474,33 +489,63 @@ def bench_pipeline(spec: str, paths: list, token_type: str | None = None, load_k
     small = files[:max(1, len(files) // 4)]
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        for label, group in ((f"small ({len(small)} files)", small), (f"full ({len(files)} files)", files)):
-            alone = run_isolated(_alone_case, spec, load_kwargs or {}, group, token_type, resample)
-            for prefetch in (True, False):
-                row = run_isolated(_pipeline_case, spec, load_kwargs or {}, group, workdir, token_type, resample,
-                                   prefetch)
-                row["input"] = label
-                row["alone_samples_per_s"] = alone["samples_per_s"]
-                row["alone_stage_seconds"] = alone["stage_seconds"]
-                row["ratio_to_tokenizer_alone"] = row["samples_per_s"] / alone["samples_per_s"]
-                rows.append(row)
-    return {"tokenizer": spec, "rows": rows}
+        for run in range(runs):
+            for label, group in ((f"small ({len(small)} files)", small), (f"full ({len(files)} files)", files)):
+                alone = run_isolated(_alone_case, spec, load_kwargs or {}, group, token_type, resample)
+                for prefetch in (True, False):
+                    row = run_isolated(_pipeline_case, spec, load_kwargs or {}, group, workdir, token_type,
+                                       resample, prefetch)
+                    row.update(run=run, input=label, alone_samples_per_s=alone["samples_per_s"],
+                               alone_seconds=alone["seconds"], alone_stage_seconds=alone["stage_seconds"],
+                               ratio_to_tokenizer_alone=row["samples_per_s"] / alone["samples_per_s"])
+                    rows.append(row)
+    return {"tokenizer": spec, "runs": runs, "rows": rows}
+
+
+def summarize_pipeline_runs(report: dict) -> list[dict]:
+    """Per (input, reading ahead): the median, min and max ratio to the tokenizer alone over the runs."""
+    groups: dict[tuple, list[float]] = {}
+    for row in report["rows"]:
+        groups.setdefault((row["input"], row["prefetch"]), []).append(row["ratio_to_tokenizer_alone"])
+    return [{"input": label, "prefetch": prefetch, "ratio": (float(np.median(r)), min(r), max(r)), "runs": len(r)}
+            for (label, prefetch), r in groups.items()]
+
+
+def _other_seconds(seconds: float, stages: dict) -> float:
+    return seconds - sum(stages.get(name, 0.0) for name in PIPELINE_STAGES)
 
 
 def format_pipeline_report(report: dict) -> str:
-    lines = [f"tokenizer {report['tokenizer']}; alone = the same reads in memory, same preprocessing, no files",
-             f"{'input':<18} {'ahead':<5} {'samples':>12} {'ksamples/s':>11} {'alone':>9} {'of alone':>8} "
-             f"{'encoder s':>9} {'search s':>8} {'rest s':>7} {'alone rest s':>12} {'RSS MiB':>8}"]
+    stage_heads = " ".join(f"{name:>7}" for name in PIPELINE_STAGES)
+    lines = [f"tokenizer {report['tokenizer']}; alone = the same reads in memory, same preprocessing, no files; "
+             "seconds per stage",
+             f"{'input':<18} {'ahead':<5} {'samples':>12} {'ksamples/s':>11} {'alone':>9} {'of alone':>8}  "
+             f"{stage_heads} {'other':>7} {'total':>7} {'RSS MiB':>8}"]
     for row in report["rows"]:
-        stages = row.get("stage_seconds", {})
-        encoder, search = stages.get("encoder", 0.0), stages.get("search", 0.0)
-        alone_rest = row["samples"] / row["alone_samples_per_s"] - sum(row.get("alone_stage_seconds", {}).values())
+        stages, alone = row.get("stage_seconds", {}), row.get("alone_stage_seconds", {})
+        figures = " ".join(f"{stages.get(name, 0.0):>7.2f}" for name in PIPELINE_STAGES)
+        alone_figures = " ".join(f"{alone.get(name, 0.0):>7.2f}" for name in PIPELINE_STAGES)
+        alone_seconds = row.get("alone_seconds", row["samples"] / row["alone_samples_per_s"])
         lines.append(f"{row['input']:<18} {'yes' if row.get('prefetch') else 'no':<5} {row['samples']:>12,} "
                      f"{row['samples_per_s'] / 1e3:>11.1f} {row['alone_samples_per_s'] / 1e3:>9.1f} "
-                     f"{row['ratio_to_tokenizer_alone']:>8.2f} {encoder:>9.2f} {search:>8.2f} "
-                     f"{row['seconds'] - encoder - search:>7.2f} {alone_rest:>12.2f} {row['rss_peak_mib']:>8.0f}")
-    lines.append("rest = reading, calibration, preprocessing, writing and start-up (alone: calibration and "
-                 "preprocessing only); with reading ahead part of it runs beside the search")
+                     f"{row['ratio_to_tokenizer_alone']:>8.2f}  {figures} "
+                     f"{_other_seconds(row['seconds'], stages):>7.2f} {row['seconds']:>7.2f} "
+                     f"{row['rss_peak_mib']:>8.0f}")
+        lines.append(f"{'  alone':<18} {'':<5} {'':>12} {'':>11} {'':>9} {'':>8}  {alone_figures} "
+                     f"{_other_seconds(alone_seconds, alone):>7.2f} {alone_seconds:>7.2f}")
+    skipped = {row["input"]: row.get("skipped", 0) for row in report["rows"]}
+    lines.append("read: getting records from the files (imports of reader libraries included); write: token text "
+                 "and output rows; other: start-up, lock, manifest, parts, output; with reading ahead, read and "
+                 "preprocess run beside the encoder and overlap it")
+    lines.append("reads skipped (listed in each run's report): "
+                 + ", ".join(f"{label} {count}" for label, count in skipped.items()))
+    if report.get("runs", 1) > 1:
+        lines.append("")
+        lines.append(f"over {report['runs']} runs (each against its own run's alone case): median [min–max]")
+        for s in summarize_pipeline_runs(report):
+            ratio = s["ratio"]
+            lines.append(f"{s['input']:<18} {'yes' if s['prefetch'] else 'no':<5} "
+                         f"{ratio[0]:.2f} [{ratio[1]:.2f}–{ratio[2]:.2f}] of the tokenizer alone")
     return "\n".join(lines)
 
 

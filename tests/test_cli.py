@@ -75,21 +75,41 @@ def test_bench_read_prints_rows_for_each_input(capsys):
 
 @pytest.mark.slow
 def test_bench_pipeline_compares_with_the_same_reads_in_memory_and_says_where_time_goes(capsys):
-    from nst_hf.bench import bench_pipeline, format_pipeline_report
+    from nst_hf.bench import PIPELINE_STAGES, bench_pipeline, format_pipeline_report, summarize_pipeline_runs
     from nst_hf.io import open_reads
 
     sample = ROOT / "examples" / "data" / "sample.pod5"
     report = bench_pipeline("default", [sample])
     with open_reads(sample) as source:
         samples = sum(record.num_samples for record in source)
-    assert [row["prefetch"] for row in report["rows"]] == [True, False, True, False]
+    assert [(row["run"], row["prefetch"]) for row in report["rows"]] == [(0, True), (0, False)] * 2
     for row in report["rows"]:
-        assert row["samples"] == samples and row["reads"] == 8
+        assert row["samples"] == samples and row["reads"] == 8 and row["skipped"] == 0
         assert row["ratio_to_tokenizer_alone"] == pytest.approx(row["samples_per_s"] / row["alone_samples_per_s"])
-        assert 0 < row["stage_seconds"]["encoder"] + row["stage_seconds"]["search"] < row["seconds"]
-        assert 0 < sum(row["alone_stage_seconds"].values()) < samples / row["alone_samples_per_s"]
+        stages = row["stage_seconds"]
+        assert set(stages) == set(PIPELINE_STAGES)  # every stage was timed, reading and writing included
+        assert 0 < sum(stages.values()) < row["seconds"]
+        assert set(row["alone_stage_seconds"]) >= {"preprocess", "encoder", "search"}
+        assert 0 < sum(row["alone_stage_seconds"].values()) < row["alone_seconds"]
+    assert [(s["prefetch"], s["runs"]) for s in summarize_pipeline_runs(report)] == [(True, 1), (False, 1)] * 2
     text = format_pipeline_report(report)
-    assert "encoder s" in text and "rest" in text and text.count("\n") == 6
+    assert "encoder" in text and "other" in text and "reads skipped" in text
+
+
+def test_pipeline_runs_are_summarized_per_input_and_reading_ahead_as_median_and_range():
+    from nst_hf.bench import format_pipeline_report, summarize_pipeline_runs
+
+    def row(run, label, prefetch, ratio):
+        return {"run": run, "input": label, "prefetch": prefetch, "samples": 1000, "samples_per_s": 1000.0 * ratio,
+                "alone_samples_per_s": 1000.0, "alone_seconds": 1.0, "seconds": 1 / ratio, "rss_peak_mib": 1.0,
+                "ratio_to_tokenizer_alone": ratio, "stage_seconds": {}, "alone_stage_seconds": {}}
+
+    ratios = {("small", True): [0.5, 0.7, 0.6], ("small", False): [0.4, 0.3, 0.9], ("full", True): [0.8, 0.9, 1.0]}
+    rows = [row(run, label, prefetch, values[run]) for run in range(3) for (label, prefetch), values in ratios.items()]
+    report = {"tokenizer": "t", "runs": 3, "rows": rows}
+    assert {(s["input"], s["prefetch"]): s["ratio"] for s in summarize_pipeline_runs(report)} == {
+        ("small", True): (0.6, 0.5, 0.7), ("small", False): (0.4, 0.3, 0.9), ("full", True): (0.9, 0.8, 1.0)}
+    assert "small              no    0.40 [0.30–0.90] of the tokenizer alone" in format_pipeline_report(report)
 
 
 @pytest.mark.slow

@@ -136,6 +136,45 @@ def test_the_probe_survives_a_file_that_crashes_pyslow5(tmp_path, real_dir):
     assert prober.probe(str(real_dir / B1_ASCII)) is None  # a new helper took over
 
 
+def test_a_probe_requested_ahead_is_answered_for_its_own_file_only(tmp_path, real_dir):
+    """request() lets the helper open the next file while this process works: the later probe of that file
+    collects its answer, a crash included; a probe of another file than the one requested still answers
+    for the file it names, and so does every probe after a crash."""
+    from nst_hf.io._slow5_probe import Slow5Prober
+
+    source, damage = HEADER_CASES["slow5 CRLF first line"]
+    crashing = tmp_path / "crash.slow5"
+    crashing.write_bytes(damage((real_dir / source).read_bytes()))
+    good, other = str(real_dir / B1_BLOW5), str(real_dir / B1_ASCII)
+    prober = Slow5Prober()
+    prober.request(good)
+    assert prober.probe(good) is None
+    prober.request(str(crashing))
+    assert "pyslow5 crashes on it" in prober.probe(str(crashing))  # the crash is the requested file's
+    prober.request(str(crashing))
+    assert prober.probe(other) is None  # requested one file, read another: answered for the other
+    prober.request(good)
+    prober.request(good)  # asked twice, answered once
+    assert prober.probe(good) is None and prober.probe(good) is None
+
+
+def test_a_file_that_crashes_pyslow5_is_skipped_among_files_probed_ahead(tmp_path, real_dir):
+    """The helper opens b while a is read and dies on it; b is refused by nst_hf's own header check, so its
+    answer is never read, and c is still probed and read by a new helper."""
+    source, damage = HEADER_CASES["slow5 CRLF first line"]
+    folder = tmp_path / "reads"
+    folder.mkdir()
+    (folder / "a.blow5").write_bytes((real_dir / B1_BLOW5).read_bytes())
+    (folder / "b.slow5").write_bytes(damage((real_dir / source).read_bytes()))
+    (folder / "c.slow5").write_bytes((real_dir / B1_ASCII).read_bytes())
+    with nst_hf.open_reads(folder, on_error="skip") as reads:
+        ids = _ids(reads)
+    expected = _ids(nst_hf.open_reads(real_dir / B1_BLOW5)) + _ids(nst_hf.open_reads(real_dir / B1_ASCII))
+    assert ids == expected
+    assert [(Path(s.file).name, s.read_id) for s in reads.skipped] == [("b.slow5", None)]
+    assert "damaged SLOW5/BLOW5 header" in reads.skipped[0].reason
+
+
 def test_blank_lines_between_slow5_records_lose_nothing(tmp_path, real_dir):
     clean = [r.read_id for r in nst_hf.open_reads(real_dir / B1_ASCII)]
     data = (real_dir / B1_ASCII).read_bytes()

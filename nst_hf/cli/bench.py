@@ -51,6 +51,7 @@ def register(subparsers) -> None:
     pipe.add_argument("--stride", type=int, default=None)
     pipe.add_argument("--seconds", type=float, default=2.0)
     pipe.add_argument("--resample", action="store_true", help="resample reads to the tokenizer's rate")
+    pipe.add_argument("--runs", type=int, default=1, help="repeat everything and print the spread of the ratios")
     pipe.add_argument("--json", action="store_true")
     pipe.set_defaults(func=run_pipeline)
     long = benches.add_parser("long-reads", help="time and peak memory of single very long reads",
@@ -90,8 +91,10 @@ def run_tokenize(args) -> int:
 def run_pipeline(args) -> int:
     from nst_hf.bench import bench_pipeline, format_pipeline_report
 
+    if args.runs < 1:
+        raise ValueError(f"--runs must be at least 1, got {args.runs}")
     report = bench_pipeline(args.tokenizer, args.inputs, args.token_type,
-                            {"stride": args.stride} if args.stride else {}, args.seconds, args.resample)
+                            {"stride": args.stride} if args.stride else {}, args.seconds, args.resample, args.runs)
     print(json.dumps(report, indent=2) if args.json else format_pipeline_report(report))
     return 0
 

@@ -15,7 +15,8 @@ from nst_hf.io.records import SignalRecord, calibrate
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SignalRecord", "calibrate", "open_reads", "ReadSource", "SkippedRead", "SUFFIXES", "find_signal_files"]
+__all__ = ["SignalRecord", "calibrate", "open_reads", "ReadSource", "SkippedRead", "SUFFIXES", "find_signal_files",
+           "prepare_to_read"]
 
 
 def _fast5(path, read_ids):
@@ -38,6 +39,16 @@ def _slow5(path, read_ids):
 
 #: File name suffix → reader function.
 SUFFIXES: dict[str, Callable] = {".fast5": _fast5, ".pod5": _pod5, ".slow5": _slow5, ".blow5": _slow5}
+
+
+def prepare_to_read(path: str | os.PathLike) -> None:
+    """Begin in the background the check that reading ``path`` starts with, so that it overlaps the work on
+    the file before: for SLOW5/BLOW5, the helper process that opens each file before pyslow5 may
+    (:mod:`nst_hf.io._slow5_probe`). Other formats need nothing."""
+    if Path(os.fsdecode(path)).suffix.lower() in (".slow5", ".blow5"):
+        from nst_hf.io.slow5 import request_probe
+
+        request_probe(path)
 
 
 @dataclass(frozen=True)
@@ -169,10 +180,14 @@ class ReadSource:
         self.skipped.append(SkippedRead(file=file, read_id=read_id, reason=reason))
 
     def _generate(self) -> Iterator[SignalRecord]:
-        for path in self.files:
+        for number, path in enumerate(self.files):
+            following = self.files[number + 1] if number + 1 < len(self.files) else None
             reader = SUFFIXES[path.suffix.lower()]
             try:
                 for item in reader(path, self.read_ids):
+                    if following is not None:  # this file's own check is done: begin the next one's
+                        prepare_to_read(following)
+                        following = None
                     if isinstance(item, InvalidReadError):
                         if self.on_error == "raise":
                             raise item

@@ -9,6 +9,7 @@ this file as a script, so it imports pyslow5 and nothing of nst_hf.
 
 from __future__ import annotations
 
+import collections
 import os
 import select
 import signal
@@ -42,39 +43,71 @@ def _serve() -> None:  # runs in the helper process
 
 
 class Slow5Prober:
-    """Client of the helper process; thread-safe, restarted after each crash and in forked children."""
+    """Client of the helper process; thread-safe, restarted after each crash and in forked children.
+
+    :meth:`request` sends a path ahead, so that the helper opens the next file while this process works
+    on the current one; :meth:`probe` then only collects the answer. The helper answers in order.
+    """
 
     def __init__(self):
         self._process: subprocess.Popen | None = None
+        self._pending: collections.deque[str] = collections.deque()
         self._lock = threading.Lock()
         os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
         self._process = None
+        self._pending = collections.deque()
         self._lock = threading.Lock()
 
-    def _start(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    def _send(self, path: str) -> bool:
+        """Send ``path`` to the helper (started if needed); ``False`` if it could not be written."""
+        if self._process is None or self._process.poll() is not None:
+            self._process = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__)],
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=subprocess.DEVNULL)
+            self._pending.clear()
+        try:
+            self._process.stdin.write(os.fsencode(path) + b"\n")
+            self._process.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def _answer(self) -> bytes | None:
+        """The helper's next answer: ``b"ok\\n"``, ``b""`` (it died) or ``None`` (timed out)."""
+        try:
+            ready, _, _ = select.select([self._process.stdout], [], [], PROBE_TIMEOUT_S)
+            return self._process.stdout.readline() if ready else None
+        except (OSError, ValueError):
+            return b""
+
+    def _stop(self) -> int:
+        self._process.kill()
+        code = self._process.wait()
+        self._process = None
+        self._pending.clear()
+        return code
+
+    def request(self, path: str) -> None:
+        """Have the helper start on ``path`` now; a later :meth:`probe` of it collects the answer."""
+        with self._lock:
+            if path not in self._pending and self._send(path):
+                self._pending.append(path)
 
     def probe(self, path: str) -> str | None:
         """``None`` when pyslow5 opens ``path`` and reads its first record without dying, else what happened."""
         with self._lock:
-            if self._process is None or self._process.poll() is not None:
-                self._process = self._start()
-            process = self._process
-            try:
-                process.stdin.write(os.fsencode(path) + b"\n")
-                process.stdin.flush()
-                ready, _, _ = select.select([process.stdout], [], [], PROBE_TIMEOUT_S)
-                answer = process.stdout.readline() if ready else None
-            except (BrokenPipeError, OSError):
-                answer = b""
+            if self._pending and self._pending[0] != path:  # a request nobody reads (a damaged file is probed
+                self._stop()  # through a copy): start afresh rather than wait for it, which may never end
+            if self._pending:
+                self._pending.popleft()
+                answer = self._answer()
+            else:
+                answer = self._answer() if self._send(path) else b""
             if answer == b"ok\n":
                 return None
-            process.kill()
-            code = process.wait()
-            self._process = None
+            code = self._stop()
             if answer is None:
                 return f"pyslow5 did not finish opening it within {PROBE_TIMEOUT_S:g} s"
             how = signal.Signals(-code).name if code < 0 else f"exit status {code}"

@@ -28,7 +28,7 @@ from nst_hf.io.slow5_layout import BLOW5_EOF, MAX_SUPPORTED_VERSION, RecordSpan,
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["iter_slow5", "check_header", "MAX_SUPPORTED_VERSION"]
+__all__ = ["iter_slow5", "check_header", "request_probe", "MAX_SUPPORTED_VERSION"]
 
 #: After this many records that pyslow5 cannot parse, the rest of the file is reported unread
 #: (each restart copies the rest of the file).
@@ -45,6 +45,17 @@ def _pyslow5():
     except ImportError as exc:  # pragma: no cover - pyslow5 is a core dependency
         raise MissingDependencyError("reading SLOW5/BLOW5 needs the `pyslow5` package: pip install pyslow5") from exc
     return pyslow5
+
+
+def request_probe(path: str | os.PathLike) -> None:
+    """Have the probe helper open ``path`` now, in the background, so that reading it later only collects the
+    answer (a run calls it for the next file while it works on the current one)."""
+    path = os.fsdecode(path)
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # read through a link with another name: nothing to gain
+        return
+    _PROBER.request(path)
 
 
 def check_header(path: str | Path) -> tuple[int, int, int]:

@@ -3,6 +3,7 @@ folder) → one JSON-lines file."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -37,6 +38,11 @@ class TokenizeSummary:
                 "samples_per_second": self.samples_per_second, "skipped": [s.to_dict() for s in self.skipped]}
 
 
+@contextlib.contextmanager
+def _untimed(name: str):
+    yield
+
+
 def write_tokens(tokenizer, source, out, token_type: str | None = None, on_error: str = "raise",
                  resample: bool = False, batch_samples: int = DEFAULT_BATCH_SAMPLES, return_ids: bool = False,
                  on_read=None) -> TokenizeSummary:
@@ -48,15 +54,17 @@ def write_tokens(tokenizer, source, out, token_type: str | None = None, on_error
     """
     summary = TokenizeSummary()
     started = time.perf_counter()
+    stage = getattr(tokenizer, "_stage", None) or _untimed
     for record, codes, error in tokenizer.iter_tokenized(source, token_type, on_error, resample, batch_samples):
         if codes is None or codes.size == 0:
             reason = error or tokenizer.no_tokens_reason(record.num_samples)
             summary.skipped.append(SkippedRead(record.source_file, record.read_id, reason))
         else:
-            row = {"id": record.read_id, "text": codes_to_text(codes, tokenizer.is_rvq)}
-            if return_ids:
-                row["input_ids"] = codes_to_ids(codes, tokenizer.codebook_size, tokenizer.is_rvq).tolist()
-            out.write(row)
+            with stage("write"):
+                row = {"id": record.read_id, "text": codes_to_text(codes, tokenizer.is_rvq)}
+                if return_ids:
+                    row["input_ids"] = codes_to_ids(codes, tokenizer.codebook_size, tokenizer.is_rvq).tolist()
+                out.write(row)
             summary.reads += 1
             summary.tokens += int(codes.size)
             summary.samples += record.num_samples

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nst_hf._allocator import keep_freed_memory
-from nst_hf.io import SkippedRead, find_signal_files
+from nst_hf.io import SkippedRead, find_signal_files, prepare_to_read
 from nst_hf.output import atomic_write_json, printable_path
 from nst_hf.pipeline.files import TokenizeSummary
 from nst_hf.pipeline.guard import MANIFEST, OutputLock, check_output_location, prepare_parts, remove_leftovers, \
@@ -230,11 +230,15 @@ def _tokenize_here(tokenizer, todo: list[str], parts_dir: Path, args: tuple, dev
     bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, unit_divisor=1024, desc="tokenizing",
                disable=disable)
     reads = samples = 0
-    for file in todo:
+    for number, file in enumerate(todo):
         counted = 0
+        following = todo[number + 1] if number + 1 < len(todo) else None
 
         def on_read(read_samples: int) -> None:
-            nonlocal reads, samples, counted
+            nonlocal reads, samples, counted, following
+            if following is not None:  # this file's own checks are done: the next one's run beside its work
+                prepare_to_read(following)
+                following = None
             reads, samples = reads + 1, samples + read_samples
             step = min(2 * read_samples, sizes[file] - counted)
             counted += step

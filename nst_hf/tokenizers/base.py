@@ -102,8 +102,9 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
     bwav_kind: str = ""
     is_rvq: bool = False
     model_input_names = ["input_ids", "attention_mask"]
-    #: Set to a dict to have encoding add the seconds it spends in each stage (``"encoder"``, ``"search"``)
-    #: to it (``nst-hf bench tokenize`` reports them); ``None`` (the default) times nothing.
+    #: Set to a dict to have encoding add the seconds it spends in each stage to it (``"encoder"``, ``"search"``;
+    #: from records also ``"read"`` and ``"preprocess"``, and in the pipeline ``"write"``), as ``nst-hf bench``
+    #: reports them; ``None`` (the default) times nothing.
     stage_seconds: dict[str, float] | None = None
     #: Each timed block counts this share of its wall time: ``1 / n`` while ``n`` workers run stages in parallel.
     _stage_share: float = 1.0
@@ -517,8 +518,8 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
         levels = self.num_levels(token_type)
         if prefetch is None:
             prefetch = batch_samples != float("inf") and os.environ.get("NST_HF_PREFETCH", "0") == "1"
-        prepared = ((batch, self._preprocess_many(batch, [r.sampling_rate for r in batch], resample))
-                    for batch in _batches_of_samples(records, batch_samples))
+        prepared = ((batch, self._timed_preprocess(batch, resample))
+                    for batch in _batches_of_samples(self._timed_reads(records), batch_samples))
         for batch, outcomes in (ahead(prepared) if prefetch else prepared):
             errors: dict[int, str] = {}
             for i, (record, (_, exc)) in enumerate(zip(batch, outcomes)):
@@ -534,6 +535,27 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
             by_index = dict(zip(good, codes))
             for i, record in enumerate(batch):
                 yield record, by_index.get(i), errors.get(i)
+
+    def _timed_reads(self, records: Iterable[SignalRecord]) -> Iterable[SignalRecord]:
+        """``records``, with the time spent getting each one (a file reader reading it) added to the ``"read"``
+        stage when timing is on."""
+        if self.stage_seconds is None:
+            return records
+
+        def timed():
+            iterator = iter(records)
+            while True:
+                with self._stage("read"):
+                    record = next(iterator, None)
+                if record is None:
+                    return
+                yield record
+
+        return timed()
+
+    def _timed_preprocess(self, batch: list[SignalRecord], resample: bool) -> list:
+        with self._stage("preprocess"):
+            return self._preprocess_many(batch, [r.sampling_rate for r in batch], resample)
 
     # ------------------------------------------------------------------ saving
 
