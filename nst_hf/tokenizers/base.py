@@ -510,7 +510,7 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
         with ``"raise"`` the error propagates naming the read. ``prefetch=True`` (default: ``NST_HF_PREFETCH=1``)
         reads and preprocesses the next batch on a thread while this one is encoded; at most one batch waits,
         so memory stays bounded. It is off by default: on a 2-core machine whose cores the encoder already
-        fills it gained nothing (``nst-hf bench pipeline``: 0.84 against 0.83 of the tokenizer alone); it can
+        fills it gained nothing (``nst-hf bench pipeline``, 3 runs: 0.86 against 0.92 of the tokenizer alone); it can
         hide slow storage.
         """
         if on_error not in ("raise", "skip"):
