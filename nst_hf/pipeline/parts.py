@@ -8,8 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
-from nst_hf.output import AtomicJsonlWriter, AtomicWriter, append_file, atomic_path, atomic_write_json, atomic_write_text, \
-    printable_path
+from nst_hf.output import AtomicJsonlWriter, AtomicWriter, append_file, atomic_path, atomic_write_json, \
+    atomic_write_text, printable_path
 from nst_hf.pipeline.files import write_tokens
 from nst_hf.pipeline.guard import OUTPUT_MARKER
 
