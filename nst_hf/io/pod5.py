@@ -8,6 +8,8 @@ every format. Long reads span several signal rows; ``pod5`` joins them.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,11 +22,46 @@ from nst_hf.io.records import SignalRecord, utf8_path
 _MIN_POD5_BYTES = 200
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
 def _pod5():
     try:
-        import pod5
+        with _IMPORT_LOCK:
+            if "pod5" in sys.modules or "pandas" in sys.modules:
+                import pod5
+            else:
+                pod5 = _import_pod5_without_pandas()
     except ImportError as exc:  # pragma: no cover - pod5 is a core dependency
         raise MissingDependencyError("reading POD5 needs the `pod5` package: pip install pod5") from exc
+    return pod5
+
+
+def _import_pod5_without_pandas():
+    """Import ``pod5`` without the pandas import it would trigger (~0.6 s and ~50 MiB per process).
+
+    ``pod5.reader`` makes one float32 scalar with ``pyarrow.scalar`` when it is imported, and pyarrow
+    imports pandas on the first ``scalar`` call (to check whether the value is a pandas object).
+    Reading POD5 never needs pandas. For the length of the import only, a float ``pyarrow.scalar``
+    of type float32 is made from a buffer instead (the same scalar); every other call goes to pyarrow
+    unchanged, and ``pyarrow.scalar`` is restored before this returns.
+    """
+    import pyarrow
+
+    original = pyarrow.scalar
+    float32 = pyarrow.float32()
+
+    def scalar(value, type=None, **kwargs):
+        if not kwargs and isinstance(value, float) and isinstance(type, pyarrow.DataType) and type.equals(float32):
+            data = pyarrow.py_buffer(np.array([value], dtype=np.float32).tobytes())
+            return pyarrow.Array.from_buffers(float32, 1, [None, data])[0]
+        return original(value, type, **kwargs)
+
+    pyarrow.scalar = scalar
+    try:
+        import pod5
+    finally:
+        pyarrow.scalar = original
     return pod5
 
 
