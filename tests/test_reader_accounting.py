@@ -175,6 +175,46 @@ def test_a_file_that_crashes_pyslow5_is_skipped_among_files_probed_ahead(tmp_pat
     assert "damaged SLOW5/BLOW5 header" in reads.skipped[0].reason
 
 
+_PREPARE = """
+import sys
+from nst_hf.io import prepare_readers
+from nst_hf.io.slow5 import _PROBER
+thread = prepare_readers(sys.argv[1:])
+thread.join(timeout=120)
+print(sorted(name for name in ("h5py", "pod5", "pandas", "pyslow5") if name in sys.modules))
+print(list(_PROBER._pending))
+print(_PROBER.probe(sys.argv[2]), list(_PROBER._pending))
+"""
+
+
+def test_prepare_readers_imports_the_readers_and_starts_the_first_slow5_probe(real_dir):
+    """A run begins the readers' start-up before its first read: h5py and pod5 are imported on a thread (pod5
+    without pandas; pyslow5 only in the probe helper), and the helper already opens the first SLOW5/BLOW5
+    file, whose probe then collects that answer."""
+    fast5 = next(str(p) for p in sorted(real_dir.rglob("*.fast5")))
+    pod5 = next(str(p) for p in sorted(real_dir.rglob("*.pod5")))
+    lines = _in_child(_PREPARE, [fast5, str(real_dir / B1_BLOW5), pod5, str(real_dir / B1_ASCII)])
+    assert lines == ["['h5py', 'pod5']", f"[{str(real_dir / B1_BLOW5)!r}]", "None []"]
+
+
+def test_a_run_whose_first_file_crashes_the_probe_started_early_reads_the_rest(tmp_path, real_dir):
+    """tokenize_inputs asks the helper to open the first SLOW5 file before loading and checking anything; when
+    pyslow5 dies on that file, it is reported with its reason and the files after it are tokenized."""
+    from nst_hf.pipeline import tokenize_inputs
+
+    source, damage = HEADER_CASES["slow5 CRLF first line"]
+    folder = tmp_path / "reads"
+    folder.mkdir()
+    crashing = damage((real_dir / source).read_bytes())
+    (folder / "a.slow5").write_bytes(crashing)
+    (folder / "b.blow5").write_bytes((real_dir / B1_BLOW5).read_bytes())
+    summary = tokenize_inputs([folder], tmp_path / "out.jsonl", tokenizer="default", on_error="skip",
+                              progress=False, resample=True)
+    rows = [line for line in (tmp_path / "out.jsonl").read_text().splitlines() if line]
+    assert len(rows) == summary.reads == len(_ids(nst_hf.open_reads(real_dir / B1_BLOW5)))
+    assert [(Path(s.file).name, s.read_id) for s in summary.skipped] == [("a.slow5", None)]
+
+
 def test_blank_lines_between_slow5_records_lose_nothing(tmp_path, real_dir):
     clean = [r.read_id for r in nst_hf.open_reads(real_dir / B1_ASCII)]
     data = (real_dir / B1_ASCII).read_bytes()

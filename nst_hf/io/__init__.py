@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from nst_hf.io.records import SignalRecord, calibrate
 logger = logging.getLogger(__name__)
 
 __all__ = ["SignalRecord", "calibrate", "open_reads", "ReadSource", "SkippedRead", "SUFFIXES", "find_signal_files",
-           "prepare_to_read"]
+           "prepare_to_read", "prepare_readers"]
 
 
 def _fast5(path, read_ids):
@@ -49,6 +50,39 @@ def prepare_to_read(path: str | os.PathLike) -> None:
         from nst_hf.io.slow5 import request_probe
 
         request_probe(path)
+
+
+def _import_reader_libraries(suffixes: set[str]) -> None:
+    try:
+        if ".fast5" in suffixes:
+            from nst_hf.io.fast5 import _h5py
+
+            _h5py()
+        if ".pod5" in suffixes:
+            from nst_hf.io.pod5 import _pod5
+
+            _pod5()
+    except Exception:  # noqa: BLE001 - the first read of such a file raises it again, with its file named
+        logger.debug("importing a reader library ahead failed", exc_info=True)
+
+
+def prepare_readers(paths: Iterable[str | os.PathLike]) -> threading.Thread | None:
+    """Begin in the background what the first reads of ``paths`` (in this order) wait for: the probe of the
+    first SLOW5/BLOW5 file (its helper process starts and imports pyslow5), and the import of h5py and pod5
+    on a daemon thread (~0.1 s each) when FAST5 or POD5 files are among them. A run calls it before its
+    first read; a failure is left for that file's read to report. Returns the import thread, if any."""
+    paths = list(paths)
+    suffixes = [Path(os.fsdecode(path)).suffix.lower() for path in paths]
+    first_slow5 = next((path for path, suffix in zip(paths, suffixes) if suffix in (".slow5", ".blow5")), None)
+    if first_slow5 is not None:
+        prepare_to_read(first_slow5)
+    wanted = {suffix for suffix in suffixes if suffix in (".fast5", ".pod5")}
+    if not wanted:
+        return None
+    thread = threading.Thread(target=_import_reader_libraries, args=(wanted,), name="nst_hf-reader-imports",
+                              daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass(frozen=True)

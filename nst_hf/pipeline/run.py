@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nst_hf._allocator import keep_freed_memory
-from nst_hf.io import SkippedRead, find_signal_files, prepare_to_read
+from nst_hf.io import SkippedRead, find_signal_files, prepare_readers, prepare_to_read
 from nst_hf.output import atomic_write_json, printable_path
 from nst_hf.pipeline.files import TokenizeSummary
 from nst_hf.pipeline.guard import MANIFEST, OutputLock, check_output_location, prepare_parts, remove_leftovers, \
@@ -120,6 +120,8 @@ def _run(inputs, output, tokenizer, token_type, device, batch_windows, batch_sam
     files = [str(p) for p in find_signal_files(inputs)]
     if not files:
         raise ValueError(f"no FAST5/POD5/SLOW5/BLOW5 files found in {[printable_path(p) for p in inputs]}")
+    if not resume and workers <= 1:  # every file is to do: begin the readers' start-up beside loading and checks
+        prepare_readers(files)
     guarded = [Path(f) for f in files] + ([Path(f) for f in pairing.basecalls.files] if pairing else [])
     check_output_location(output, inputs, guarded)
     if isinstance(tokenizer, (str, os.PathLike)):
@@ -150,6 +152,8 @@ def _run(inputs, output, tokenizer, token_type, device, batch_windows, batch_sam
         keep_freed_memory()
         try:
             if workers <= 1:
+                if resume:
+                    prepare_readers(todo)
                 _tokenize_here(tokenizer, todo, paths["parts"], args, device, batch_windows, record, disable, started,
                                pairing)
             else:
