@@ -197,20 +197,28 @@ def test_plain_encoder_switches(checkpoints, monkeypatch, real_pa):
         tok.fast_encoder = False
         frames = x.shape[-1] // tok.samples_per_token - tok.margin_frames
         (window,) = plan_windows(frames, 10_000, tok.margin_frames)
-        assert torch.equal(tok._latent_vectors([(0, window, x[0, 0].numpy())]), plain[0, :frames])
+        pair = tok.model.encode_latent(torch.cat([x, x])).transpose(1, 2)  # a lone window runs as two copies
+        assert torch.equal(tok._latent_vectors([(0, window, x[0, 0].numpy())]), pair[0, :frames])
 
 
 def test_fast_encoder_latents_do_not_depend_on_the_batch(neural, real_pa):
-    """Bit for bit: a window's latents in a batch of two, three or five. (A batch of one may run other
-    kernels, as for torch's own layers; the tokenizer encodes a lone window as two copies.)"""
+    """Bit for bit: a window's latents in a batch of two, three or five, on one torch thread as the tokenizer
+    runs it on CPU. (A batch of one may run other kernels, as for torch's own layers; the tokenizer encodes a
+    lone window as two copies. With several threads in one call, torch's convolutions split the work by batch
+    size and, on some CPUs such as AMD Zen 3 with AVX2, round differently.)"""
     ys = _preprocessed(neural, real_pa[:5])
     width = (neural.window_frames + 2 * neural.margin_frames) * neural.samples_per_token
     batch = torch.from_numpy(np.stack([np.resize(y, width) for y in ys]))[:, None]
     encoder = neural.model.fast_encoder()
-    with torch.inference_mode():
-        together = encoder(batch)
-        for size in (2, 3):
-            assert torch.equal(encoder(batch[:size]), together[:size])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            together = encoder(batch)
+            for size in (2, 3):
+                assert torch.equal(encoder(batch[:size]), together[:size])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_fold_refuses_other_layers():
@@ -251,3 +259,30 @@ def test_stage_times_add_up_to_the_call_with_parallel_workers(checkpoints, real_
     wall = time.perf_counter() - start
     stages, tok.stage_seconds = tok.stage_seconds, None
     assert set(stages) == {"encoder", "search"} and sum(stages.values()) <= 1.05 * wall
+
+
+def test_a_reads_latents_do_not_depend_on_what_else_is_tokenized(neural, real_pa, monkeypatch):
+    """The latent rows the search gets for a read are bit for bit the same whether the read is tokenized alone
+    (one batch, on the calling thread) or among others (batches shared by worker threads). On some CPUs
+    (AMD Zen 3, AVX2) torch's convolutions give batch-dependent last bits when one call uses several threads."""
+    ys = _preprocessed(neural, real_pa[:5])
+    width = (neural.window_frames + 2 * neural.margin_frames) * neural.samples_per_token
+    alone = np.resize(ys[0], 3 * neural.window_frames * neural.samples_per_token)  # three windows: one batch
+    seen: list[torch.Tensor] = []
+    quantize = neural.model.quantize
+    monkeypatch.setattr(neural.model, "quantize", lambda vectors, levels: (seen.append(vectors.clone()),
+                                                                           quantize(vectors, levels))[1])
+    token_type = f"L{neural.num_quantizers}" if neural.is_rvq else None
+    batch_windows = neural.batch_windows
+    neural.batch_windows = 3
+    try:
+        neural.encode_preprocessed([alone], token_type=token_type)
+        by_itself = torch.cat(seen)
+        seen.clear()
+        others = [np.resize(y, 2 * width) for y in ys[1:]]
+        neural.encode_preprocessed([alone, *others], token_type=token_type)
+    finally:
+        neural.batch_windows = batch_windows
+    among = torch.cat(seen)
+    rows = by_itself.shape[0]
+    assert any(torch.equal(among[start:start + rows], by_itself) for start in range(0, among.shape[0] - rows + 1))

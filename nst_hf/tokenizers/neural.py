@@ -192,10 +192,17 @@ class _NeuralTokenizer(NstBaseTokenizer):
         for items in short.values():
             groups += _batches(items, max(1, self.batch_windows * width // max(items[0][1].length, 1)))
         workers = min(self.encode_workers or compute_threads(), len(groups)) if self.device.type == "cpu" else 1
-        if workers < 2:
-            self._encode_groups(groups, levels, results)
-            return results
         main_threads = torch.get_num_threads()
+        if workers < 2:
+            if self.device.type != "cpu":
+                self._encode_groups(groups, levels, results)
+                return results
+            try:  # one torch thread, as in the workers: with several in one call, some CPUs' convolutions (AMD
+                # Zen 3, AVX2) round by the batch size, so a read's tokens could depend on the reads beside it
+                self._encode_groups_on_one_thread(groups, levels, results)
+            finally:
+                torch.set_num_threads(main_threads)
+            return results
         self._stage_share = 1.0 / workers  # stage times: wall time of the parallel section, not thread time
         try:
             pool = thread_pool("encode", workers)
