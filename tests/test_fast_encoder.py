@@ -230,8 +230,8 @@ def test_fold_refuses_other_layers():
 
 
 def test_parallel_workers_give_the_same_tokens_and_restore_torch_threads(neural, real_pa):
-    """Batches shared among worker threads (one torch thread each) give the tokens of one worker using
-    torch's own threads, and the caller's torch thread count is unchanged afterwards."""
+    """Batches shared among worker threads (one torch thread each) give the tokens of one worker (the caller's
+    thread), and the caller's torch thread count is unchanged afterwards."""
     ys = _preprocessed(neural, real_pa)
     token_type = f"L{neural.num_quantizers}" if neural.is_rvq else None
     threads = torch.get_num_threads()

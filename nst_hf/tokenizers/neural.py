@@ -64,7 +64,8 @@ class _NeuralTokenizer(NstBaseTokenizer):
         #: channels-last fast form; ``NST_HF_PLAIN_ENCODER=1`` does the same for every tokenizer.
         self.fast_encoder = True
         #: CPU threads that each encode and search a share of the batches with one torch thread (``None``:
-        #: torch's thread count; ``1``: one share, torch's own intra-op threads).
+        #: torch's thread count; ``1``: one share, in the caller's thread, also on one torch thread, so that
+        #: a read's latents never depend on the batch it shares or on the thread count).
         self.encode_workers: int | None = None
         self.margin_frames = min_margin(model.config.receptive_field, model.config.downsample_rate)
         self.device = torch.device(device or "cpu")
