@@ -113,7 +113,16 @@ def test_pipeline_runs_are_summarized_per_input_and_reading_ahead_as_median_and_
 
 
 @pytest.mark.slow
-def test_bench_tokenize_reports_limit_fraction(capsys, checkpoints):
+@pytest.mark.parametrize("forced", [None, "avx2"])
+def test_bench_tokenize_reports_limit_fraction(capsys, checkpoints, monkeypatch, forced):
+    """Also where the CPU itself picks the AVX2 path (an AVX2-only CPU, as forced here without ``--kernel``): its
+    row is held against the AVX2 limit, which the bench then measures too."""
+    from nst_hf.quantizers import fused
+
+    if forced is not None:
+        if forced not in fused.supported_kernels():
+            pytest.skip(f"this CPU/build has no {forced} path")
+        monkeypatch.setenv("NST_HF_FUSED_KERNEL", forced)
     args = ["bench", "tokenize", "--json", "--seconds", "0.01", "--max-samples", "20000", "--device", "cpu",
             "--tokenizer", str(checkpoints / "vq_cnn1_cb8192.pth"), str(SAMPLE)]
     assert main(args) == 0
@@ -122,13 +131,17 @@ def test_bench_tokenize_reports_limit_fraction(capsys, checkpoints):
     assert report["peak_gflops"]["cpu"] > 1 and row["kind"] == "vq" and row["samples"] >= 20000
     # cnn_type 1: convs 2*(1*16*5 + 16*32*5 + 32*64*25/5) FLOPs, search 2*8192*64/5 per sample
     assert row["flops_per_sample"] == {"encoder": 25760.0, "search": 2 * 8192 * 64 / 5}
-    assert row["fraction_of_limit"] == pytest.approx(row["samples_per_s"] / (report["peak_gflops"]["cpu"] * 1e9 /
+    peak = report["peak_gflops"][row["limit"]]  # the limit of the path that ran
+    assert row["limit"] == ("cpu-avx2" if row["kernel"] == "avx2" else "cpu") and peak > 1
+    if forced is not None:
+        assert row["kernel"] == forced
+    assert row["fraction_of_limit"] == pytest.approx(row["samples_per_s"] / (peak * 1e9 /
                                                      sum(row["flops_per_sample"].values())))
     stages = row["stage_samples_per_s"]  # encoder and search each alone: faster than the whole call
     assert set(stages) == {"encoder", "search", "other"} and all(stages[s] > row["samples_per_s"] for s in stages)
     for stage in ("encoder", "search"):
         assert row["stage_fraction_of_limit"][stage] == pytest.approx(
-            stages[stage] * row["flops_per_sample"][stage] / (report["peak_gflops"]["cpu"] * 1e9))
+            stages[stage] * row["flops_per_sample"][stage] / (peak * 1e9))
 
 
 def test_bench_resamples_before_the_timing(upstream_dir):
