@@ -38,7 +38,7 @@ def _pod5():
 
 
 def _import_pod5_without_pandas():
-    """Import ``pod5`` without the pandas import it would trigger (~0.6 s and ~50 MiB per process).
+    """Import ``pod5`` without the pandas import it would trigger (~0.6 s and ~45 MiB RSS per process).
 
     ``pod5.reader`` makes one float32 scalar with ``pyarrow.scalar`` when it is imported, and pyarrow
     imports pandas on the first ``scalar`` call (to check whether the value is a pandas object).
