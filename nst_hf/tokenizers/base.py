@@ -330,7 +330,8 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
         if not resample:
             raise InvalidSignalError(
                 f"signal sampled at {sampling_rate:g} Hz but this tokenizer was trained at {expected:g} Hz; "
-                "pass resample=True to resample it, or use a tokenizer trained at this rate"
+                "pass resample=True (on the command line: --resample) to resample it, or use a tokenizer trained "
+                "at this rate"
             )
         if expected / float(sampling_rate) > MAX_RESAMPLE_GROWTH:
             raise InvalidSignalError(f"resampling {sampling_rate:g} Hz to {expected:g} Hz would make the read more "
