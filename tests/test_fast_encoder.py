@@ -230,8 +230,7 @@ def test_fold_refuses_other_layers():
 
 
 def test_parallel_workers_give_the_same_tokens_and_restore_torch_threads(neural, real_pa):
-    """Batches shared among worker threads (one torch thread each) give the tokens of one worker (the caller's
-    thread), and the caller's torch thread count is unchanged afterwards."""
+    """Batches shared among worker threads (one torch thread each) give the tokens of one worker, and the caller's torch thread count is unchanged afterwards."""
     ys = _preprocessed(neural, real_pa)
     token_type = f"L{neural.num_quantizers}" if neural.is_rvq else None
     threads = torch.get_num_threads()
@@ -263,7 +262,7 @@ def test_stage_times_add_up_to_the_call_with_parallel_workers(checkpoints, real_
 
 def test_a_reads_latents_do_not_depend_on_what_else_is_tokenized(neural, real_pa, monkeypatch):
     """The latent rows the search gets for a read are bit for bit the same whether the read is tokenized alone
-    (one batch, on the calling thread) or among others (batches shared by worker threads). On some CPUs
+    (one batch, on one worker) or among others (batches shared by worker threads). On some CPUs
     (AMD Zen 3, AVX2) torch's convolutions give batch-dependent last bits when one call uses several threads."""
     ys = _preprocessed(neural, real_pa[:5])
     width = (neural.window_frames + 2 * neural.margin_frames) * neural.samples_per_token

@@ -64,8 +64,8 @@ class _NeuralTokenizer(NstBaseTokenizer):
         #: channels-last fast form; ``NST_HF_PLAIN_ENCODER=1`` does the same for every tokenizer.
         self.fast_encoder = True
         #: CPU threads that each encode and search a share of the batches with one torch thread (``None``:
-        #: torch's thread count; ``1``: one share, in the caller's thread, also on one torch thread, so that
-        #: a read's latents never depend on the batch it shares or on the thread count).
+        #: torch's thread count; ``1``: one worker for all of them, also on one torch thread, so that a read's
+        #: latents never depend on the batch it shares or on the thread count).
         self.encode_workers: int | None = None
         self.margin_frames = min_margin(model.config.receptive_field, model.config.downsample_rate)
         self.device = torch.device(device or "cpu")
@@ -192,18 +192,14 @@ class _NeuralTokenizer(NstBaseTokenizer):
         groups = _batches(full, self.batch_windows)
         for items in short.values():
             groups += _batches(items, max(1, self.batch_windows * width // max(items[0][1].length, 1)))
-        workers = min(self.encode_workers or compute_threads(), len(groups)) if self.device.type == "cpu" else 1
-        main_threads = torch.get_num_threads()
-        if workers < 2:
-            if self.device.type != "cpu":
-                self._encode_groups(groups, levels, results)
-                return results
-            try:  # one torch thread, as in the workers: with several in one call, some CPUs' convolutions (AMD
-                # Zen 3, AVX2) round by the batch size, so a read's tokens could depend on the reads beside it
-                self._encode_groups_on_one_thread(groups, levels, results)
-            finally:
-                torch.set_num_threads(main_threads)
+        if self.device.type != "cpu":
+            self._encode_groups(groups, levels, results)
             return results
+        # Every CPU batch runs on a worker's one torch thread, a lone batch too: with several threads in one call,
+        # some CPUs' convolutions (AMD Zen 3, AVX2) round by the batch size, so a read's tokens could depend on the
+        # reads beside it.
+        workers = max(1, min(self.encode_workers or compute_threads(), len(groups)))
+        main_threads = torch.get_num_threads()
         self._stage_share = 1.0 / workers  # stage times: wall time of the parallel section, not thread time
         try:
             pool = thread_pool("encode", workers)
