@@ -9,6 +9,12 @@
  *
  * Windows of 5 (the median filter of the K-Means chain) use a min/max network instead.
  *
+ * Signals with few distinct values (raw nanopore current is 16-bit ADC counts, so a read has a few hundred)
+ * can go through `running_rank_codes` instead: each sample is replaced by its index among the sorted distinct
+ * values, and a histogram of those indices with a pointer at the answer slides along (O(1) per sample while
+ * the answer moves by a few indices). If the pointer walks more than `budget` indices per sample on
+ * average, the rest of the range goes back to the heaps, so no input is slower than O(log window).
+ *
  * The GIL is released, so Python threads can fill disjoint output ranges of one long signal at once.
  */
 #define PY_SSIZE_T_CLEAN
@@ -145,6 +151,103 @@ static void running_median5(const float *x, float *out, Py_ssize_t start, Py_ssi
     }
 }
 
+/* Index of v in the sorted distinct values u[0 .. nu - 1] (v is one of them): the last u[k] <= v. */
+static inline int32_t code_of(const float *u, Py_ssize_t nu, float v) {
+    const float *base = u;
+    Py_ssize_t len = nu;
+    while (len > 1) {
+        const Py_ssize_t half = len / 2;
+        base = (base[half] <= v) ? base + half : base;
+        len -= half;
+    }
+    return (int32_t)(base - u);
+}
+
+/* running_rank over the indices of x in u (see the top of the file). Returns 0, or -1 without memory;
+ * *heaps_from is the first position the heaps filled (stop if none). */
+static int running_rank_codes(const float *x, const float *u, Py_ssize_t nu, float *out, Py_ssize_t window,
+                              Py_ssize_t rank, Py_ssize_t start, Py_ssize_t stop, Py_ssize_t budget,
+                              Py_ssize_t *heaps_from) {
+    const Py_ssize_t n = stop - 1 + window - start;
+    int32_t *codes = malloc((size_t)n * sizeof(int32_t));
+    Py_ssize_t *hist = calloc((size_t)nu, sizeof(Py_ssize_t));
+    int status = -1;
+    *heaps_from = stop;
+    if (!codes || !hist) goto done;
+    for (Py_ssize_t j = 0; j < n; j++) codes[j] = code_of(u, nu, x[start + j]);
+    for (Py_ssize_t k = 0; k < window; k++) hist[codes[k]]++;
+    Py_ssize_t m = 0, below = 0; /* answer index; samples in the window with a smaller index */
+    while (below + hist[m] <= rank) below += hist[m++];
+    long long walked = 0;
+    const long long allowed = (long long)nu;
+    for (Py_ssize_t i = start;; i++) {
+        out[i] = u[m];
+        if (i + 1 >= stop) break;
+        const int32_t leaving = codes[i - start], entering = codes[i - start + window];
+        hist[leaving]--;
+        below -= leaving < m;
+        hist[entering]++;
+        below += entering < m;
+        while (rank < below) {
+            below -= hist[--m];
+            walked++;
+        }
+        while (rank >= below + hist[m]) {
+            below += hist[m++];
+            walked++;
+        }
+        if (walked > allowed + (long long)budget * (i + 1 - start)) { /* scattered values: back to the heaps */
+            *heaps_from = i + 1;
+            status = running_rank(x, out, window, rank, i + 1, stop);
+            goto done;
+        }
+    }
+    status = 0;
+done:
+    free(codes);
+    free(hist);
+    return status;
+}
+
+static PyObject *py_running_rank_codes(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer xv, uv, ov;
+    Py_ssize_t window, rank, start, stop, budget;
+    if (!PyArg_ParseTuple(args, "y*y*w*nnnnn", &xv, &uv, &ov, &window, &rank, &start, &stop, &budget)) return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t n_in = xv.len / (Py_ssize_t)sizeof(float);
+    const Py_ssize_t n_values = uv.len / (Py_ssize_t)sizeof(float);
+    const Py_ssize_t n_out = ov.len / (Py_ssize_t)sizeof(float);
+    if (xv.itemsize != 4 || uv.itemsize != 4 || ov.itemsize != 4 || !PyBuffer_IsContiguous(&xv, 'C') ||
+        !PyBuffer_IsContiguous(&uv, 'C') || !PyBuffer_IsContiguous(&ov, 'C')) {
+        PyErr_SetString(PyExc_ValueError,
+                        "running_rank_codes: x, values and out must be C-contiguous float32 buffers");
+        goto done;
+    }
+    if (window < 1 || window > INT32_MAX || rank < 0 || rank >= window || start < 0 || start >= stop ||
+        stop > n_out || stop - 1 + window > n_in || n_values < 1 || n_values > INT32_MAX || budget < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "running_rank_codes: need 0 <= rank < window, 0 <= start < stop <= len(out), "
+                        "len(x) >= stop - 1 + window, values not empty and budget >= 0");
+        goto done;
+    }
+    int status;
+    Py_ssize_t heaps_from;
+    Py_BEGIN_ALLOW_THREADS
+    status = running_rank_codes((const float *)xv.buf, (const float *)uv.buf, n_values, (float *)ov.buf, window,
+                                rank, start, stop, budget, &heaps_from);
+    Py_END_ALLOW_THREADS if (status != 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = PyLong_FromSsize_t(heaps_from);
+done:
+    PyBuffer_Release(&xv);
+    PyBuffer_Release(&uv);
+    PyBuffer_Release(&ov);
+    return result;
+}
+
 static PyObject *py_running_rank(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer xv, ov;
@@ -186,6 +289,10 @@ done:
 static PyMethodDef methods[] = {
     {"running_rank", py_running_rank, METH_VARARGS,
      "running_rank(x, out, window, rank, start, stop): out[i] = rank-th smallest of x[i:i+window]"},
+    {"running_rank_codes", py_running_rank_codes, METH_VARARGS,
+     "running_rank_codes(x, values, out, window, rank, start, stop, budget): running_rank for x whose every "
+     "value is in the sorted distinct float32 values; back to the heaps past budget index steps a sample. "
+     "Returns the first position the heaps filled (stop if none)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rank_filter",

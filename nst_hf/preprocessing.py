@@ -34,6 +34,11 @@ SPIKE_THRESHOLD_SD = 5.0
 KMEANS_MEDIAN_KERNEL = 5
 #: Fewest output samples per thread of the compiled running median (each share sorts one window to start).
 RANK_FILTER_MIN_SHARE = 20_000
+#: Signals with at most this many distinct values take the rank filter's histogram path (raw nanopore current
+#: is 16-bit ADC counts: a read has a few hundred), and the index steps a sample it may average before the
+#: rest goes back to the heaps.
+RANK_FILTER_MAX_CODES = 1 << 16
+RANK_FILTER_STEP_BUDGET = 32
 NORMALIZATIONS = ("med_mad", "none")
 
 FloatArray = npt.NDArray[np.float32]
@@ -133,12 +138,19 @@ def _native_median_enabled() -> bool:
 
 def _running_rank(padded: np.ndarray, size: int, window: int) -> FloatArray:
     """``out[i]`` = median (element ``window // 2`` in order) of ``padded[i:i + window]`` for ``i < size``,
-    by the compiled rank filter (two heaps; a min/max network for windows of 5); long signals are split
-    over threads."""
+    by the compiled rank filter: a min/max network for windows of 5; for wider ones a histogram over the
+    indices of the samples among their sorted distinct values when there are at most
+    :data:`RANK_FILTER_MAX_CODES` of them, else (or when the values lie too scattered) two heaps. Long
+    signals are split over threads."""
     out = np.empty(size, dtype=np.float32)
-
-    def fill(start: int, stop: int) -> None:
-        _rank_filter.running_rank(padded, out, window, window // 2, start, stop)
+    values = np.unique(padded) if window > 5 else None
+    if values is not None and values.size <= RANK_FILTER_MAX_CODES:
+        def fill(start: int, stop: int) -> None:
+            _rank_filter.running_rank_codes(padded, values, out, window, window // 2, start, stop,
+                                            RANK_FILTER_STEP_BUDGET)
+    else:
+        def fill(start: int, stop: int) -> None:
+            _rank_filter.running_rank(padded, out, window, window // 2, start, stop)
 
     run_in_ranges("rank-filter", fill, size, min(compute_threads(), size // RANK_FILTER_MIN_SHARE))
     return out

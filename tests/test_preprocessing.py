@@ -179,6 +179,36 @@ def test_compiled_running_median_equals_scipy_everywhere(real_reads, monkeypatch
         _rank_filter.running_rank(signals[0], np.empty(10, np.float32), 5, 5, 0, 5)
 
 
+def test_rank_filter_histogram_path_and_its_fallback_to_heaps_equal_scipy(real_reads, native_median):
+    """Few distinct values take the histogram path; values too scattered for it hand the rest of the range to the
+    heaps part-way. Both give SciPy's values exactly, over every window the K-Means chain uses."""
+    from scipy import ndimage
+
+    from nst_hf import _rank_filter
+
+    rng = np.random.default_rng(11)
+    levels = rng.integers(0, 1000, 60_000).astype(np.float32) / 7            # 1000 values, ties everywhere
+    steps = np.repeat(rng.standard_normal(12) * 50, 5000).astype(np.float32)  # the answer jumps between levels
+    real = pp.normalize(real_reads[0][0])
+    for x in (levels, steps, real):
+        for window in (5000, 5001):
+            left = window // 2
+            padded = np.pad(x, (left, window - 1 - left), mode="symmetric")
+            values = np.unique(padded)
+            expected = ndimage.median_filter(x, size=window, mode="reflect")
+            out = np.empty(x.size, np.float32)
+            assert _rank_filter.running_rank_codes(padded, values, out, window, left, 0, x.size, 32) == x.size
+            np.testing.assert_array_equal(out, expected)
+            out = np.empty(x.size, np.float32)
+            switched = _rank_filter.running_rank_codes(padded, values, out, window, left, 0, x.size, 0)
+            np.testing.assert_array_equal(out, expected)
+            if x is levels:
+                assert 0 < switched < x.size  # the fallback ran, part-way
+            np.testing.assert_array_equal(pp.running_median(x, window), expected)
+    with pytest.raises(ValueError, match="values not empty"):
+        _rank_filter.running_rank_codes(levels, levels[:0], np.empty(10, np.float32), 5, 2, 0, 5, 32)
+
+
 def test_compiled_median_filter_equals_scipy_medfilt(real_reads, monkeypatch, native_median):
     """median_filter runs through nst_hf._rank_filter with zero padding: exactly scipy.signal.medfilt."""
     monkeypatch.delenv("NST_HF_DISABLE_NATIVE_MEDIAN", raising=False)
