@@ -175,7 +175,8 @@ def validate_record(record: SignalRecord) -> SignalRecord:
 class ReadSource:
     """Iterator over the reads of one or more files; also a context manager.
 
-    ``skipped`` lists every :class:`SkippedRead` seen so far when ``on_error="skip"``.
+    ``skipped`` lists every :class:`SkippedRead` seen so far when ``on_error="skip"``; ``file_number`` is the
+    index in ``files`` of the file the last read came from.
     """
 
     def __init__(self, paths, read_ids: Iterable[str] | None = None, on_error: str = "raise"):
@@ -186,6 +187,7 @@ class ReadSource:
         self.on_error = on_error
         self.skipped: list[SkippedRead] = []
         self.reads_yielded = 0
+        self.file_number = -1  # index in ``files`` of the file being read
         self._iterator: Iterator[SignalRecord] | None = None
 
     def __enter__(self) -> ReadSource:
@@ -215,6 +217,7 @@ class ReadSource:
 
     def _generate(self) -> Iterator[SignalRecord]:
         for number, path in enumerate(self.files):
+            self.file_number = number
             following = self.files[number + 1] if number + 1 < len(self.files) else None
             reader = SUFFIXES[path.suffix.lower()]
             try:

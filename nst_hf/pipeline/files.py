@@ -54,25 +54,31 @@ def write_tokens(tokenizer, source, out, token_type: str | None = None, on_error
     """
     summary = TokenizeSummary()
     started = time.perf_counter()
-    stage = getattr(tokenizer, "_stage", None) or _untimed
     for record, codes, error in tokenizer.iter_tokenized(source, token_type, on_error, resample, batch_samples):
-        if codes is None or codes.size == 0:
-            reason = error or tokenizer.no_tokens_reason(record.num_samples)
-            summary.skipped.append(SkippedRead(record.source_file, record.read_id, reason))
-        else:
-            with stage("write"):
-                row = {"id": record.read_id, "text": codes_to_text(codes, tokenizer.is_rvq)}
-                if return_ids:
-                    row["input_ids"] = codes_to_ids(codes, tokenizer.codebook_size, tokenizer.is_rvq).tolist()
-                out.write(row)
-            summary.reads += 1
-            summary.tokens += int(codes.size)
-            summary.samples += record.num_samples
+        write_outcome(tokenizer, record, codes, error, out, summary, return_ids)
         if on_read is not None:
             on_read(record.num_samples)
     summary.skipped[:0] = getattr(source, "skipped", [])
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def write_outcome(tokenizer, record, codes, error: str | None, out, summary: TokenizeSummary,
+                  return_ids: bool = False) -> None:
+    """One :meth:`~nst_hf.tokenizers.base.NstBaseTokenizer.iter_tokenized` outcome: a row for ``out.write``
+    counted in ``summary``, or (no codes) a skipped read with its reason."""
+    if codes is None or codes.size == 0:
+        reason = error or tokenizer.no_tokens_reason(record.num_samples)
+        summary.skipped.append(SkippedRead(record.source_file, record.read_id, reason))
+        return
+    with (getattr(tokenizer, "_stage", None) or _untimed)("write"):
+        row = {"id": record.read_id, "text": codes_to_text(codes, tokenizer.is_rvq)}
+        if return_ids:
+            row["input_ids"] = codes_to_ids(codes, tokenizer.codebook_size, tokenizer.is_rvq).tolist()
+        out.write(row)
+    summary.reads += 1
+    summary.tokens += int(codes.size)
+    summary.samples += record.num_samples
 
 
 def tokenize_file(tokenizer, path, output_path, token_type: str | None = None, on_error: str = "raise",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nst_hf.output import AtomicJsonlWriter, AtomicWriter, append_file, atomic_path, atomic_write_json, \
     atomic_write_text, printable_path
-from nst_hf.pipeline.files import write_tokens
+from nst_hf.pipeline.files import TokenizeSummary, write_outcome, write_tokens
 from nst_hf.pipeline.guard import OUTPUT_MARKER
 
 
@@ -89,6 +89,79 @@ def tokenize_part(tokenizer, path: str, part: str, fmt: str, token_type, on_erro
                                return_ids=with_ids, on_read=on_read)
     return {"reads": summary.reads, "tokens": summary.tokens, "samples": summary.samples,
             "skipped": [s.to_dict() for s in summary.skipped]}
+
+
+def tokenize_parts(tokenizer, files: list[str], parts: list[str], fmt: str, token_type, on_error: str,
+                   with_ids: bool, batch_samples: int, resample: bool, compressed: bool, on_done,
+                   on_read=None) -> None:
+    """Tokenize the reads of ``files`` as one stream into one part per file (``parts[i]`` for ``files[i]``).
+
+    Encoder batches span files, as they span reads held in memory, so a folder of small files is encoded in
+    full batches. Outcomes come back in reading order: a file's part is complete, and ``on_done(file,
+    result)`` (a :func:`tokenize_part` result) is called, once the first outcome of a later file arrives,
+    or at the end. ``on_read(file, num_samples)`` follows every read. A failure (``on_error="raise"``) is
+    raised once the files before it are done: it removes only the part of the file that failed.
+    """
+    from collections import deque
+
+    from nst_hf.io import open_reads
+
+    source = open_reads(files, on_error=on_error)
+    names = [str(path) for path in source.files]
+    if len(names) != len(files):
+        raise ValueError(f"tokenize_parts needs distinct signal files, got {len(files)} paths for {len(names)} files")
+    origin: deque[int] = deque()  # the file of each read handed to the tokenizer, in order
+    failure: list[tuple[int, Exception]] = []  # a file that could not be read (on_error="raise")
+
+    def records():
+        try:
+            for record in source:
+                origin.append(source.file_number)
+                yield record
+        except Exception as exc:  # noqa: BLE001 - raised below, once the reads before it are written
+            failure.append((source.file_number, exc))
+
+    writer, summary, current = None, TokenizeSummary(), 0
+
+    def open_part():
+        part = AtomicJsonlWriter(parts[current], compressed) if fmt == "jsonl" else \
+            _ParquetPartWriter(Path(parts[current]), lambda: token_schema(with_ids))
+        part.__enter__()
+        return part
+
+    def finish_part() -> None:
+        nonlocal writer, summary, current
+        done = writer or open_part()
+        writer = None
+        done.__exit__(None, None, None)
+        skipped = [s for s in source.skipped if s.file == names[current]] + summary.skipped
+        on_done(files[current], {"reads": summary.reads, "tokens": summary.tokens, "samples": summary.samples,
+                                 "skipped": [s.to_dict() for s in skipped]})
+        summary, current = TokenizeSummary(), current + 1
+
+    try:
+        with source:
+            for record, codes, error in tokenizer.iter_tokenized(records(), token_type, on_error, resample,
+                                                                 batch_samples):
+                index = origin.popleft()
+                while current < index:
+                    finish_part()
+                writer = writer or open_part()
+                write_outcome(tokenizer, record, codes, error, writer, summary, with_ids)
+                if on_read is not None:
+                    on_read(files[index], record.num_samples)
+            if failure:
+                raise failure[0][1]
+            while current < len(files):
+                finish_part()
+    except BaseException as exc:
+        if isinstance(exc, Exception):  # the files before the one that failed are complete: keep their parts
+            failed = failure[0][0] if failure else origin[0] if origin else current
+            while current < failed:
+                finish_part()
+        if writer is not None:
+            writer.__exit__(type(exc), exc, exc.__traceback__)
+        raise
 
 
 def signal_ids_path(part: str) -> Path:

@@ -15,7 +15,7 @@ from nst_hf.output import atomic_write_json, printable_path
 from nst_hf.pipeline.files import TokenizeSummary
 from nst_hf.pipeline.guard import MANIFEST, OutputLock, check_output_location, prepare_parts, remove_leftovers, \
     sidecars
-from nst_hf.pipeline.parts import assemble, input_stamp, part_name, retire, tokenize_part
+from nst_hf.pipeline.parts import assemble, input_stamp, part_name, retire, tokenize_part, tokenize_parts
 from nst_hf.pipeline.workers import configure, run_pool
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def _recorder(manifest: dict, parts_dir: Path, summary: PipelineSummary, todo: l
 
 def _tokenize_here(tokenizer, todo: list[str], parts_dir: Path, args: tuple, device, batch_windows, record,
                    disable, started: float, pairing=None) -> None:
-    """Tokenize the files one after another in this process.
+    """Tokenize the files in this process, as one stream of reads (batches span files), a part per file.
 
     The progress bar counts input bytes, so it has a total and an ETA: each read advances it by its raw size
     (2 bytes a sample) within its file, and a finished file tops it up to the file's size.
@@ -231,29 +231,45 @@ def _tokenize_here(tokenizer, todo: list[str], parts_dir: Path, args: tuple, dev
 
     configure(tokenizer, device, batch_windows)
     sizes = {file: os.path.getsize(file) for file in todo}
+    counted = dict.fromkeys(todo, 0)
     bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, unit_divisor=1024, desc="tokenizing",
                disable=disable)
     reads = samples = 0
-    for number, file in enumerate(todo):
-        counted = 0
-        following = todo[number + 1] if number + 1 < len(todo) else None
 
-        def on_read(read_samples: int) -> None:
-            nonlocal reads, samples, counted, following
-            if following is not None:  # this file's own checks are done: the next one's run beside its work
-                prepare_to_read(following)
-                following = None
-            reads, samples = reads + 1, samples + read_samples
-            step = min(2 * read_samples, sizes[file] - counted)
-            counted += step
-            bar.update(step)
-            bar.set_postfix(reads=reads, samples_per_s=f"{samples / (time.perf_counter() - started):.3g}",
-                            refresh=False)
+    def on_read(file: str, read_samples: int) -> None:
+        nonlocal reads, samples
+        reads, samples = reads + 1, samples + read_samples
+        step = min(2 * read_samples, sizes[file] - counted[file])
+        counted[file] += step
+        bar.update(step)
+        bar.set_postfix(reads=reads, samples_per_s=f"{samples / (time.perf_counter() - started):.3g}", refresh=False)
 
-        record(file, tokenize_part(tokenizer, file, str(parts_dir / part_name(file)), *args, on_read=on_read,
-                                   pairing=pairing))
-        bar.update(sizes[file] - counted)
+    def on_done(file: str, result: dict) -> None:
+        record(file, result)
+        bar.update(sizes[file] - counted[file])
+
+    parts = [str(parts_dir / part_name(file)) for file in todo]
+    if pairing is None:
+        tokenize_parts(tokenizer, todo, parts, *args, on_done=on_done, on_read=on_read)
+    else:  # pairs: a file at a time
+        for number, (file, part) in enumerate(zip(todo, parts)):
+            following = todo[number + 1] if number + 1 < len(todo) else None
+            on_done(file, tokenize_part(tokenizer, file, part, *args, on_read=_counting(file, following, on_read),
+                                        pairing=pairing))
     bar.close()
+
+
+def _counting(file: str, following: str | None, on_read):
+    """``on_read(file, n)`` as a one-file reader's callback; the first read also begins ``following``'s start-up
+    (its own checks are done by then, so the two do not compete)."""
+    def counted(read_samples: int) -> None:
+        nonlocal following
+        if following is not None:
+            prepare_to_read(following)
+            following = None
+        on_read(file, read_samples)
+
+    return counted
 
 
 def _tokenize_in_workers(tokenizer, fingerprint: str, todo: list[str], parts_dir: Path, args: tuple, workers: int,

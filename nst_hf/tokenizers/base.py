@@ -508,7 +508,7 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
         """Yield ``(record, codes, error)`` for each record, encoding reads in batches of ~``batch_samples``.
 
         With ``on_error="skip"`` a read that cannot be tokenized yields ``codes=None`` and its reason;
-        with ``"raise"`` the error propagates naming the read. ``prefetch=True`` (default: ``NST_HF_PREFETCH=1``)
+        with ``"raise"`` the reads before it are yielded, then the error propagates naming the read. ``prefetch=True`` (default: ``NST_HF_PREFETCH=1``)
         reads and preprocesses the next batch on a thread while this one is encoded; at most one batch waits,
         so memory stays bounded. It is off by default: on a 2-core machine whose cores the encoder already
         fills it gained nothing (``nst-hf bench pipeline``, 3 runs: 0.86 against 0.92 of the tokenizer alone); it can
@@ -523,19 +523,24 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
                     for batch in _batches_of_samples(self._timed_reads(records), batch_samples))
         for batch, outcomes in (ahead(prepared) if prefetch else prepared):
             errors: dict[int, str] = {}
+            failed = None  # with on_error="raise": the first bad read; the reads before it are still yielded
             for i, (record, (_, exc)) in enumerate(zip(batch, outcomes)):
                 if exc is None:
                     continue
-                message = f"{record.source_file or '<memory>'}: read {record.read_id}: {exc}"
                 if on_error == "raise":
-                    raise InvalidReadError(message, path=record.source_file, read_id=record.read_id) from exc
+                    failed = i
+                    break
                 logger.warning("skipping read %s: %s", record.read_id, exc)
                 errors[i] = str(exc)
-            good = [i for i in range(len(batch)) if i not in errors]
+            good = [i for i in range(len(batch) if failed is None else failed) if i not in errors]
             codes = self._encode_preprocessed([outcomes[i][0] for i in good], levels) if good else []
             by_index = dict(zip(good, codes))
-            for i, record in enumerate(batch):
+            for i, record in enumerate(batch[:failed]):
                 yield record, by_index.get(i), errors.get(i)
+            if failed is not None:
+                record, exc = batch[failed], outcomes[failed][1]
+                raise InvalidReadError(f"{record.source_file or '<memory>'}: read {record.read_id}: {exc}",
+                                       path=record.source_file, read_id=record.read_id) from exc
 
     def _timed_reads(self, records: Iterable[SignalRecord]) -> Iterable[SignalRecord]:
         """``records``, with the time spent getting each one (a file reader reading it) added to the ``"read"``
