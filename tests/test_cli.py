@@ -82,16 +82,19 @@ def test_bench_pipeline_compares_with_the_same_reads_in_memory_and_says_where_ti
     report = bench_pipeline("default", [sample])
     with open_reads(sample) as source:
         samples = sum(record.num_samples for record in source)
-    assert [(row["run"], row["prefetch"]) for row in report["rows"]] == [(0, True), (0, False)] * 2
+    assert [(row["run"], row["prefetch"], row["start"]) for row in report["rows"]] == \
+        [(0, True, "run"), (0, False, "run"), (0, False, "loaded")] * 2
     for row in report["rows"]:
         assert row["samples"] == samples and row["reads"] == 8 and row["skipped"] == 0
         assert row["ratio_to_tokenizer_alone"] == pytest.approx(row["samples_per_s"] / row["alone_samples_per_s"])
         stages = row["stage_seconds"]
         assert set(stages) == set(PIPELINE_STAGES)  # every stage was timed, reading and writing included
         assert 0 < sum(stages.values()) < row["seconds"]
+        assert (row["load_seconds"] > 0) == (row["start"] == "run")  # a run that loads counts the load apart
         assert set(row["alone_stage_seconds"]) >= {"preprocess", "encoder", "search"}
         assert 0 < sum(row["alone_stage_seconds"].values()) < row["alone_seconds"]
-    assert [(s["prefetch"], s["runs"]) for s in summarize_pipeline_runs(report)] == [(True, 1), (False, 1)] * 2
+    assert [(s["prefetch"], s["start"], s["runs"]) for s in summarize_pipeline_runs(report)] == \
+        [(True, "run", 1), (False, "run", 1), (False, "loaded", 1)] * 2
     text = format_pipeline_report(report)
     assert "encoder" in text and "other" in text and "reads skipped" in text
 
@@ -109,7 +112,7 @@ def test_pipeline_runs_are_summarized_per_input_and_reading_ahead_as_median_and_
     report = {"tokenizer": "t", "runs": 3, "rows": rows}
     assert {(s["input"], s["prefetch"]): s["ratio"] for s in summarize_pipeline_runs(report)} == {
         ("small", True): (0.6, 0.5, 0.7), ("small", False): (0.4, 0.3, 0.9), ("full", True): (0.9, 0.8, 1.0)}
-    assert "small              no    0.40 [0.30–0.90] of the tokenizer alone" in format_pipeline_report(report)
+    assert "small              no    run    0.40 [0.30–0.90] of the tokenizer alone" in format_pipeline_report(report)
 
 
 @pytest.mark.slow

@@ -32,10 +32,12 @@ class PipelineSummary(TokenizeSummary):
     output: str = ""
     tokenizer_fingerprint: str = ""
     non_utf8_paths: list[str] = field(default_factory=list)
+    load_seconds: float = 0.0  # of ``seconds``: loading the tokenizer (0 when it came loaded)
 
     def to_dict(self) -> dict:
         data = {"output": printable_path(self.output), "files": self.files, "files_resumed": self.files_resumed,
-                "tokenizer_fingerprint": self.tokenizer_fingerprint, **TokenizeSummary.to_dict(self)}
+                "tokenizer_fingerprint": self.tokenizer_fingerprint, **TokenizeSummary.to_dict(self),
+                "load_seconds": self.load_seconds}
         for item in data["skipped"]:
             item["file"] = printable_path(item["file"])
         data["non_utf8_paths"] = self.non_utf8_paths
@@ -124,10 +126,13 @@ def _run(inputs, output, tokenizer, token_type, device, batch_windows, batch_sam
         prepare_readers(files)
     guarded = [Path(f) for f in files] + ([Path(f) for f in pairing.basecalls.files] if pairing else [])
     check_output_location(output, inputs, guarded)
+    load_seconds = 0.0
     if isinstance(tokenizer, (str, os.PathLike)):
         from nst_hf.auto import load_tokenizer
 
+        loading = time.perf_counter()
         tokenizer = load_tokenizer(str(tokenizer), **(load_kwargs or {}))
+        load_seconds = time.perf_counter() - loading
     if pairing is not None:
         from nst_hf.pairs import check_chunking
 
@@ -143,7 +148,8 @@ def _run(inputs, output, tokenizer, token_type, device, batch_windows, batch_sam
     with OutputLock(output):
         manifest = prepare_parts(output, paths["parts"], settings, resume, overwrite)
         remove_leftovers(output, paths["parts"])
-        summary = summary_type(files=len(files), output=str(output), tokenizer_fingerprint=fingerprint)
+        summary = summary_type(files=len(files), output=str(output), tokenizer_fingerprint=fingerprint,
+                               load_seconds=load_seconds)
         summary.non_utf8_paths = [printable_path(f) for f in files if printable_path(f) != f]
         todo = _files_to_do(files, manifest, paths["parts"], summary)
         record = _recorder(manifest, paths["parts"], summary, todo)
