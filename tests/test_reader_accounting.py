@@ -197,6 +197,34 @@ def test_prepare_readers_imports_the_readers_and_starts_the_first_slow5_probe(re
     assert lines == ["['h5py', 'pod5']", f"[{str(real_dir / B1_BLOW5)!r}]", "None []"]
 
 
+_CLI_SPY = """
+import json, sys
+import nst_hf.io as io
+calls, real = [], io.prepare_readers
+def spy(paths):
+    paths = list(paths)
+    calls.append(["torch" in sys.modules, [str(p) for p in paths]])
+    return real(paths)
+io.prepare_readers = spy
+from nst_hf.cli import main
+status = main(["tokenize", *sys.argv[1:]])
+print(json.dumps([status, calls]))
+"""
+
+
+def test_the_cli_begins_the_readers_start_up_before_importing_torch(tmp_path, real_dir):
+    """`nst-hf tokenize` asks for the readers' start-up before its torch/transformers imports (seconds on a cold
+    start), so that it overlaps them; the run's own call follows. A resumed run makes neither early call."""
+    import json
+
+    blow5, out = str(real_dir / B1_BLOW5), str(tmp_path / "out.jsonl")
+    status, calls = json.loads(_in_child(_CLI_SPY, [blow5, "-o", out, "--resample"])[-1])
+    assert status == 0 and calls == [[False, [blow5]], [True, [blow5]]]
+    fresh = str(tmp_path / "resumed.jsonl")
+    status, calls = json.loads(_in_child(_CLI_SPY, [blow5, "-o", fresh, "--resample", "--resume"])[-1])
+    assert status == 0 and calls == [[True, [blow5]]]  # resume: only the run's call, with the files still to do
+
+
 def test_a_run_whose_first_file_crashes_the_probe_started_early_reads_the_rest(tmp_path, real_dir):
     """tokenize_inputs asks the helper to open the first SLOW5 file before loading and checking anything; when
     pyslow5 dies on that file, it is reported with its reason and the files after it are tokenized."""

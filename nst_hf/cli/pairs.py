@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from nst_hf.cli._early import begin_readers
 from nst_hf.cli._source import add_source_options, source_kwargs
 from nst_hf.cli._summary import print_skipped
 
@@ -51,6 +52,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    begin_readers(args.inputs, args.resume, args.workers)
     from nst_hf.pipeline import pair_inputs, printable_path
 
     fmt = args.format or ("parquet" if args.output.endswith(".parquet") else "jsonl")
