@@ -5,7 +5,8 @@
  * The window's values are split between a max-heap of the `rank` smallest and a min-heap of the rest;
  * each step overwrites the leaving sample's slot with the entering one, restores that heap and, if
  * needed, swaps the two roots: O(log window) per sample. The result is a sample value, never
- * arithmetic on values, so it equals any exact rank filter (SciPy's included) bit for bit.
+ * arithmetic on values, so it equals any exact rank filter (SciPy's included) bit for bit (on the histogram
+ * path below, equal values are one value: a -0.0 median may come out as +0.0).
  *
  * Windows of 5 (the median filter of the K-Means chain) use a min/max network instead.
  *

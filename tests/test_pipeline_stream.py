@@ -93,3 +93,51 @@ def test_the_reads_before_a_bad_one_are_yielded_before_the_error(default):
         for record, codes, _ in default.iter_tokenized(reads):
             seen.append((record.read_id, codes.shape[0]))
     assert [read_id for read_id, _ in seen] == [reads[0].read_id, reads[1].read_id] and all(n > 0 for _, n in seen)
+
+
+def test_a_file_with_a_bad_read_is_not_kept_when_the_next_file_is_unreadable_too(tmp_path, default):
+    """The reader fails on the second file while the first file's reads still wait in the batch; then the
+    first file's middle read is an error. The first file is not complete, so no part of it may be kept."""
+    (tmp_path / "run").mkdir()
+    reads = simulate_reads(num_reads=3, min_samples=3000, max_samples=4000, seed=1)
+    reads[1] = simulate_reads(num_reads=1, min_samples=3000, max_samples=4000, sampling_rate=4000.0, seed=5)[0]
+    write_pod5(tmp_path / "run" / "a.pod5", reads)
+    (tmp_path / "run" / "b.pod5").write_bytes(b"\0" * 4096)
+    with pytest.raises(InvalidReadError, match="4000 Hz"):
+        tokenize_inputs([tmp_path / "run"], tmp_path / "tokens.jsonl", tokenizer=default, progress=False)
+    assert not (tmp_path / "tokens.jsonl.parts").exists()  # nothing recorded as done: a resume redoes a.pod5
+
+
+def test_a_failed_write_of_a_files_last_read_does_not_finish_its_part(tmp_path, default, monkeypatch):
+    from nst_hf.pipeline import parts as parts_module
+
+    files = _folder(tmp_path / "run", [5000.0, 5000.0])
+    last = [record.read_id for record in nst_hf.open_reads(files[0])][-1]
+    write = parts_module.write_outcome
+
+    def failing(tokenizer, record, *args, **kwargs):
+        if record.read_id == last:
+            raise OSError(28, "No space left on device")
+        return write(tokenizer, record, *args, **kwargs)
+
+    monkeypatch.setattr(parts_module, "write_outcome", failing)
+    done, parts = [], [str(tmp_path / "part0"), str(tmp_path / "part1")]
+    with pytest.raises(OSError, match="No space"):
+        tokenize_parts(default, [str(f) for f in files], parts, "jsonl", None, "raise", False, 1_000_000, False,
+                       False, on_done=lambda file, result: done.append(file))
+    assert done == [] and not Path(parts[0]).exists()
+
+
+def test_a_part_whose_recording_fails_is_not_finished_again(tmp_path, default):
+    files = _folder(tmp_path / "run", [5000.0, 5000.0])
+    calls, parts = [], [str(tmp_path / "part0"), str(tmp_path / "part1")]
+
+    def on_done(file, result):
+        calls.append(file)
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output"):
+        tokenize_parts(default, [str(f) for f in files], parts, "jsonl", None, "raise", False, 1_000_000, False,
+                       False, on_done=on_done)
+    assert calls == [str(files[0])]  # once: not again with an empty part in place of the written one
+    assert len(_rows(Path(parts[0]))) == 2 and not Path(parts[1]).exists()

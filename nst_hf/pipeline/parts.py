@@ -122,6 +122,8 @@ def tokenize_parts(tokenizer, files: list[str], parts: list[str], fmt: str, toke
             failure.append((source.file_number, exc))
 
     writer, summary, current = None, TokenizeSummary(), 0
+    writing: int | None = None  # the file of the read being written
+    finishing = False  # a part being closed and recorded (if that fails, it is not tried again)
 
     def open_part():
         part = AtomicJsonlWriter(parts[current], compressed) if fmt == "jsonl" else \
@@ -130,14 +132,15 @@ def tokenize_parts(tokenizer, files: list[str], parts: list[str], fmt: str, toke
         return part
 
     def finish_part() -> None:
-        nonlocal writer, summary, current
+        nonlocal writer, summary, current, finishing
+        finishing = True
         done = writer or open_part()
         writer = None
         done.__exit__(None, None, None)
         skipped = [s for s in source.skipped if s.file == names[current]] + summary.skipped
         on_done(files[current], {"reads": summary.reads, "tokens": summary.tokens, "samples": summary.samples,
                                  "skipped": [s.to_dict() for s in skipped]})
-        summary, current = TokenizeSummary(), current + 1
+        summary, current, finishing = TokenizeSummary(), current + 1, False
 
     try:
         with source:
@@ -146,8 +149,10 @@ def tokenize_parts(tokenizer, files: list[str], parts: list[str], fmt: str, toke
                 index = origin.popleft()
                 while current < index:
                     finish_part()
+                writing = index
                 writer = writer or open_part()
                 write_outcome(tokenizer, record, codes, error, writer, summary, with_ids)
+                writing = None
                 if on_read is not None:
                     on_read(files[index], record.num_samples)
             if failure:
@@ -155,9 +160,11 @@ def tokenize_parts(tokenizer, files: list[str], parts: list[str], fmt: str, toke
             while current < len(files):
                 finish_part()
     except BaseException as exc:
-        if isinstance(exc, Exception):  # the files before the one that failed are complete: keep their parts
-            failed = failure[0][0] if failure else origin[0] if origin else current
-            while current < failed:
+        if isinstance(exc, Exception) and not finishing:  # keep the parts of the files before the failure:
+            # the earliest of the read being written, the first read not yet written and the file unread
+            known = [i for i in (writing, origin[0] if origin else None, failure[0][0] if failure else None)
+                     if i is not None]
+            while current < min(known, default=current):
                 finish_part()
         if writer is not None:
             writer.__exit__(type(exc), exc, exc.__traceback__)
