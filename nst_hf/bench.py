@@ -494,7 +494,8 @@ def bench_pipeline(spec: str, paths: list, token_type: str | None = None, load_k
                    min_seconds: float = 2.0, resample: bool = False, runs: int = 1) -> dict:
     """End-to-end read → tokens → written samples/s on a small and the full input, with and without reading
     ahead and started both ways (:data:`PIPELINE_STARTS`), against the tokenizer alone on the same reads held
-    in memory (each in a fresh process, the alone case just before the pipeline cases of the same run).
+    in memory (each in a fresh process, the alone case just before the pipeline cases of the same run); a
+    single file is the full input only.
     Each row also has the seconds per stage
     (:data:`PIPELINE_STAGES`; the rest is start-up: finding and checking files, the lock, manifest, parts
     and the output). ``runs > 1`` repeats everything, so that :func:`summarize_pipeline_runs` gives the
@@ -508,7 +509,8 @@ def bench_pipeline(spec: str, paths: list, token_type: str | None = None, load_k
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for run in range(runs):
-            for label, group in ((f"small ({len(small)} files)", small), (f"full ({len(files)} files)", files)):
+            inputs = [(f"small ({len(small)} files)", small), (f"full ({len(files)} files)", files)]
+            for label, group in inputs[1:] if len(small) == len(files) else inputs:  # one file: one input
                 alone = run_isolated(_alone_case, spec, load_kwargs or {}, group, token_type, resample)
                 for prefetch, start in ((True, "run"), (False, "run"), (False, "loaded")):
                     row = run_isolated(_pipeline_case, spec, load_kwargs or {}, group, workdir, token_type,

@@ -82,8 +82,8 @@ def test_bench_pipeline_compares_with_the_same_reads_in_memory_and_says_where_ti
     report = bench_pipeline("default", [sample])
     with open_reads(sample) as source:
         samples = sum(record.num_samples for record in source)
-    assert [(row["run"], row["prefetch"], row["start"]) for row in report["rows"]] == \
-        [(0, True, "run"), (0, False, "run"), (0, False, "loaded")] * 2
+    assert [(row["input"], row["prefetch"], row["start"]) for row in report["rows"]] == \
+        [("full (1 files)", True, "run"), ("full (1 files)", False, "run"), ("full (1 files)", False, "loaded")]
     for row in report["rows"]:
         assert row["samples"] == samples and row["reads"] == 8 and row["skipped"] == 0
         assert row["ratio_to_tokenizer_alone"] == pytest.approx(row["samples_per_s"] / row["alone_samples_per_s"])
@@ -94,7 +94,7 @@ def test_bench_pipeline_compares_with_the_same_reads_in_memory_and_says_where_ti
         assert set(row["alone_stage_seconds"]) >= {"preprocess", "encoder", "search"}
         assert 0 < sum(row["alone_stage_seconds"].values()) < row["alone_seconds"]
     assert [(s["prefetch"], s["start"], s["runs"]) for s in summarize_pipeline_runs(report)] == \
-        [(True, "run", 1), (False, "run", 1), (False, "loaded", 1)] * 2
+        [(True, "run", 1), (False, "run", 1), (False, "loaded", 1)]  # one file: small and full are one input
     text = format_pipeline_report(report)
     assert "encoder" in text and "other" in text and "reads skipped" in text
 

@@ -212,17 +212,25 @@ print(json.dumps([status, calls]))
 """
 
 
-def test_the_cli_begins_the_readers_start_up_before_importing_torch(tmp_path, real_dir):
+def test_the_cli_begins_the_readers_start_up_before_importing_torch(tmp_path, real_dir, monkeypatch):
     """`nst-hf tokenize` asks for the readers' start-up before its torch/transformers imports (seconds on a cold
-    start), so that it overlaps them; the run's own call follows. A resumed run makes neither early call."""
+    start), so that it overlaps them; the run's own call follows. A resumed run, or one with workers, makes no
+    early call."""
     import json
+
+    import nst_hf.io
+    from nst_hf.cli._early import begin_readers
 
     blow5, out = str(real_dir / B1_BLOW5), str(tmp_path / "out.jsonl")
     status, calls = json.loads(_in_child(_CLI_SPY, [blow5, "-o", out, "--resample"])[-1])
     assert status == 0 and calls == [[False, [blow5]], [True, [blow5]]]
-    fresh = str(tmp_path / "resumed.jsonl")
-    status, calls = json.loads(_in_child(_CLI_SPY, [blow5, "-o", fresh, "--resample", "--resume"])[-1])
-    assert status == 0 and calls == [[True, [blow5]]]  # resume: only the run's call, with the files still to do
+    early = []
+    monkeypatch.setattr(nst_hf.io, "prepare_readers", lambda paths: early.append([str(p) for p in paths]))
+    begin_readers([blow5], resume=True, workers=1)  # resume: only the run's call, with the files still to do
+    begin_readers([blow5], resume=False, workers=2)  # workers: each worker's own reads
+    begin_readers([tmp_path / "missing.blow5"], resume=False, workers=1)  # the run reports it, with its message
+    begin_readers([blow5], resume=False, workers=1)
+    assert early == [[blow5]]
 
 
 def test_a_run_whose_first_file_crashes_the_probe_started_early_reads_the_rest(tmp_path, real_dir):
