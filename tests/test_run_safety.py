@@ -284,11 +284,13 @@ def test_sigterm_ends_with_one_line_and_resumes_to_the_same_output(tmp_path):
     folder = _pod5_folder(tmp_path / "in", files=5, reads=3, min_samples=60_000, max_samples=80_000)
     full = _cli("tokenize", folder, "-o", tmp_path / "full.jsonl")
     assert full.returncode == 0, full.stderr
-    process = subprocess.Popen([sys.executable, "-m", "nst_hf", "tokenize", str(folder), "-o", str(tmp_path / "cut.jsonl")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # batches of ~3 reads, so that a file's part is written well before the end (by default the reads of all 5 files
+    # share one batch); the full and resumed runs keep the default: batching does not change the bytes
+    process = subprocess.Popen([sys.executable, "-m", "nst_hf", "tokenize", str(folder), "-o", str(tmp_path / "cut.jsonl"),
+                                "--batch-samples", "200000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     manifest = tmp_path / "cut.jsonl.parts" / "manifest.json"
     deadline = time.time() + 300
-    while time.time() < deadline and not manifest.exists():
+    while time.time() < deadline and not manifest.exists() and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
