@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nst_hf.output import AtomicJsonlWriter, AtomicWriter, append_file, atomic_path, atomic_write_json, \
     atomic_write_text, printable_path
-from nst_hf.pipeline.files import TokenizeSummary, write_outcome, write_tokens
+from nst_hf.pipeline.files import TokenizeSummary, write_outcome
 from nst_hf.pipeline.guard import OUTPUT_MARKER
 
 
@@ -76,19 +76,16 @@ class _ParquetPartWriter(AtomicWriter):
 
 def tokenize_part(tokenizer, path: str, part: str, fmt: str, token_type, on_error: str, with_ids: bool,
                   batch_samples: int, resample: bool, compressed: bool, on_read=None, pairing=None) -> dict:
-    """Tokenize (or, with ``pairing``, pair) the reads of one input file into the part file ``part``."""
-    from nst_hf.io import open_reads
-
+    """Tokenize (or, with ``pairing``, pair) the reads of one input file into the part file ``part``
+    (``on_read(num_samples)`` after every read)."""
     if pairing is not None:
         return pair_part(tokenizer, path, part, fmt, token_type, on_error, batch_samples, resample, compressed,
                          pairing, on_read)
-    writer = AtomicJsonlWriter(part, compressed) if fmt == "jsonl" else \
-        _ParquetPartWriter(Path(part), lambda: token_schema(with_ids))
-    with open_reads(path, on_error=on_error) as source, writer as out:
-        summary = write_tokens(tokenizer, source, out, token_type, on_error, resample, batch_samples,
-                               return_ids=with_ids, on_read=on_read)
-    return {"reads": summary.reads, "tokens": summary.tokens, "samples": summary.samples,
-            "skipped": [s.to_dict() for s in summary.skipped]}
+    results: list[dict] = []
+    tokenize_parts(tokenizer, [path], [part], fmt, token_type, on_error, with_ids, batch_samples, resample,
+                   compressed, on_done=lambda _, result: results.append(result),
+                   on_read=None if on_read is None else lambda _, num_samples: on_read(num_samples))
+    return results[0]
 
 
 def tokenize_parts(tokenizer, files: list[str], parts: list[str], fmt: str, token_type, on_error: str,

@@ -508,11 +508,11 @@ class NstBaseTokenizer(EarlierToolMethods, PreTrainedTokenizer):
         """Yield ``(record, codes, error)`` for each record, encoding reads in batches of ~``batch_samples``.
 
         With ``on_error="skip"`` a read that cannot be tokenized yields ``codes=None`` and its reason;
-        with ``"raise"`` the reads before it are yielded, then the error propagates naming the read. ``prefetch=True`` (default: ``NST_HF_PREFETCH=1``)
-        reads and preprocesses the next batch on a thread while this one is encoded; at most one batch waits,
-        so memory stays bounded. It is off by default: on a 2-core machine whose cores the encoder already
-        fills it gained nothing (``nst-hf bench pipeline``, 3 runs: 0.86 against 0.92 of the tokenizer alone); it can
-        hide slow storage.
+        with ``"raise"`` the reads before it are yielded, then the error propagates naming the read.
+        ``prefetch=True`` (default: ``NST_HF_PREFETCH=1``) reads and preprocesses the next batch on a thread
+        while this one is encoded; at most one batch waits, so memory stays bounded. It is off by default: on a
+        2-core machine whose cores the encoder already fills it gained nothing (``nst-hf bench pipeline``, 3
+        runs: 0.86 against 0.92 of the tokenizer alone); it can hide slow storage.
         """
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
