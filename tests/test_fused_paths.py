@@ -144,6 +144,30 @@ def test_every_path_breaks_ties_to_the_lowest_code(kernel):
 
 
 @pytest.mark.parametrize("kernel", fused.KERNELS)
+def test_every_path_reports_non_finite_rows_and_leaves_the_others_alone(kernel):
+    """Rows holding NaN or inf come back with a non-finite best score (which NearestCodeSearch refuses) on every
+    path; the finite rows of the same tiles keep the codes and scores they have alone."""
+    _require(kernel)
+    rng = np.random.default_rng(11)
+    codebook = rng.standard_normal((200, 32)).astype(np.float32)
+    x = rng.standard_normal((45, 32)).astype(np.float32)
+    packed = fused.PackedCodebook(codebook)
+    clean = fused.best_two(x, packed, 1, kernel=kernel)
+    bad = [0, 13, 14, 30, 44]
+    dirty = x.copy()
+    dirty[bad[:3], 5] = np.nan
+    dirty[bad[3], 0] = np.inf
+    dirty[bad[4], 31] = -np.inf
+    best, index, second = fused.best_two(dirty, packed, 1, kernel=kernel)
+    assert not np.isfinite(best[bad]).any()
+    good = np.setdiff1d(np.arange(len(x)), bad)
+    for got, want in zip((best, index, second), clean):
+        np.testing.assert_array_equal(got[good], want[good])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        NearestCodeSearch(torch.from_numpy(codebook), "fused")(torch.from_numpy(dirty))
+
+
+@pytest.mark.parametrize("kernel", fused.KERNELS)
 def test_every_path_gives_the_exact_codes_on_near_ties(kernel, monkeypatch):
     """Rows midway between two codes (fp32 cannot tell them apart) and duplicates: after the near-tie
     check each path returns the float64 reference's codes."""

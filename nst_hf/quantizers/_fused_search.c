@@ -181,15 +181,42 @@ __attribute__((target("avx2,fma"))) static inline void update_state(lane_state *
     st->b1 = _mm256_min_ps(st->b1, low);
 }
 
-/* Reduce one row's 8 lanes: smallest score (lowest code on equal scores) and the runner-up. */
+/* Smallest of 8 floats / int32s, in every lane (three shuffle-min steps). */
+__attribute__((target("avx2,fma"))) static inline __m256 hmin8_ps(__m256 v) {
+    v = _mm256_min_ps(v, _mm256_permute2f128_ps(v, v, 1));
+    v = _mm256_min_ps(v, _mm256_shuffle_ps(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm256_min_ps(v, _mm256_shuffle_ps(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+__attribute__((target("avx2,fma"))) static inline __m256i hmin8_epi32(__m256i v) {
+    v = _mm256_min_epi32(v, _mm256_permute2x128_si256(v, v, 1));
+    v = _mm256_min_epi32(v, _mm256_shuffle_epi32(v, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm256_min_epi32(v, _mm256_shuffle_epi32(v, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+/* Reduce one row's 8 lanes: smallest score (lowest code on equal scores) and the runner-up. In registers
+ * (the scalar reduce_lanes, called from AVX code, paid branch misses and AVX-SSE transitions on every row);
+ * a non-finite smallest score (NaN input, which the caller refuses) takes reduce_lanes. */
 __attribute__((target("avx2,fma"))) static void finish_row(const lane_state *st, float *best,
                                                            int64_t *index, float *second) {
-    float b1[8], b2[8];
-    int32_t bi[8];
-    _mm256_storeu_ps(b1, st->b1);
-    _mm256_storeu_ps(b2, st->b2);
-    _mm256_storeu_si256((__m256i *)bi, st->bi);
-    reduce_lanes(b1, b2, bi, 8, best, index, second);
+    const __m256 m = hmin8_ps(st->b1);
+    const float low = _mm256_cvtss_f32(m);
+    if (!isfinite(low)) {
+        float b1[8], b2[8];
+        int32_t bi[8];
+        _mm256_storeu_ps(b1, st->b1);
+        _mm256_storeu_ps(b2, st->b2);
+        _mm256_storeu_si256((__m256i *)bi, st->bi);
+        reduce_lanes(b1, b2, bi, 8, best, index, second);
+        return;
+    }
+    const __m256i at_min = _mm256_castps_si256(_mm256_cmp_ps(st->b1, m, _CMP_EQ_OQ));
+    /* lanes hold distinct codes, so the lowest code among the lanes at the minimum picks one lane */
+    const __m256i code = hmin8_epi32(_mm256_blendv_epi8(_mm256_set1_epi32(INT32_MAX), st->bi, at_min));
+    const __m256i winner = _mm256_and_si256(at_min, _mm256_cmpeq_epi32(st->bi, code));
+    const __m256 others = _mm256_blendv_ps(st->b1, _mm256_set1_ps(INFINITY), _mm256_castsi256_ps(winner));
+    *best = low;
+    *index = _mm256_cvtsi256_si32(code);
+    *second = _mm256_cvtss_f32(hmin8_ps(_mm256_min_ps(st->b2, others)));
 }
 
 /*
@@ -331,15 +358,28 @@ __attribute__((target("avx512f"))) static inline void update512(state512 *st, __
     st->b1 = _mm512_min_ps(st->b1, s);
 }
 
-/* Reduce one row's 16 lanes: smallest score (lowest code on equal scores) and the runner-up. */
+/* Reduce one row's 16 lanes: smallest score (lowest code on equal scores) and the runner-up, in registers as
+ * finish_row does (a non-finite smallest score takes reduce_lanes). */
 __attribute__((target("avx512f"))) static void finish512(const state512 *st, float *best, int64_t *index,
                                                         float *second) {
-    float b1[16], b2[16];
-    int32_t bi[16];
-    _mm512_storeu_ps(b1, st->b1);
-    _mm512_storeu_ps(b2, st->b2);
-    _mm512_storeu_si512((void *)bi, st->bi);
-    reduce_lanes(b1, b2, bi, 16, best, index, second);
+    const float low = _mm512_reduce_min_ps(st->b1);
+    if (!isfinite(low)) {
+        float b1[16], b2[16];
+        int32_t bi[16];
+        _mm512_storeu_ps(b1, st->b1);
+        _mm512_storeu_ps(b2, st->b2);
+        _mm512_storeu_si512((void *)bi, st->bi);
+        reduce_lanes(b1, b2, bi, 16, best, index, second);
+        return;
+    }
+    const __mmask16 at_min = _mm512_cmp_ps_mask(st->b1, _mm512_set1_ps(low), _CMP_EQ_OQ);
+    /* lanes hold distinct codes, so the lowest code among the lanes at the minimum picks one lane */
+    const int code = _mm512_mask_reduce_min_epi32(at_min, st->bi);
+    const __mmask16 winner = _mm512_mask_cmpeq_epi32_mask(at_min, st->bi, _mm512_set1_epi32(code));
+    const __m512 others = _mm512_mask_mov_ps(st->b1, winner, _mm512_set1_ps(INFINITY));
+    *best = low;
+    *index = code;
+    *second = _mm512_reduce_min_ps(_mm512_min_ps(st->b2, others));
 }
 
 /* Scores of ROWS512 rows (xt: [dim][ROWS512]) against NT (1 or 2) code tiles starting at tile t, folded
