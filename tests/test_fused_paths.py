@@ -272,7 +272,12 @@ def test_pruned_search_skips_codes_and_matches_the_dense_search(num_codes, dim, 
     assert np.all(second >= dense_second) and np.all(pruned.order[packed_index] >= 0)
     assert visited < 0.8
     exact = _exact_scores(x, codebook)
-    bounds, _ = pruned.lower_bounds(x)
+    bounds, nearest_group, x_sq = pruned.lower_bounds(x, threads=2)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(x_sq, (x64 ** 2).sum(1), rtol=1e-13)
+    centre_distance = ((x64[:, None, :] - pruned.centres[None]) ** 2).sum(2)
+    picked = centre_distance[np.arange(len(x)), nearest_group]
+    assert np.all(picked <= centre_distance.min(1) * (1 + 1e-12))
     for g in range(pruned.group_tiles.size - 1):  # the bounds are lower bounds on every code of the group
         slots = pruned.order[pruned.group_tiles[g] * 16:pruned.group_tiles[g + 1] * 16]
         slots = slots[slots >= 0]

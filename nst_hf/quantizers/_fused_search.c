@@ -20,7 +20,7 @@
  * releases the GIL, so several Python threads can search disjoint row ranges at once; kernels() lists
  * the paths usable on this CPU with their row tiles. near_codes rescans the near-tie rows with the same
  * passes and returns every code within a limit; nearest_two_pruned is the experimental search that skips
- * groups of codes (AVX-512); fma_flops is the bench's FMA-throughput probe; pair_distances the float64
+ * groups of codes (AVX-512) and group_bounds its bounds; fma_flops is the bench's FMA-throughput probe; pair_distances the float64
  * distances of the near-tie decision.
  */
 #define PY_SSIZE_T_CLEAN
@@ -558,8 +558,8 @@ static double near_margin(double x_norm, double distance, double gamma) {
 
 __attribute__((target("avx512f"))) static int search_pruned_avx512(
     const float *x, const float *packed, const float *norms, const float *lb, const int64_t *group_tiles,
-    const double *x_sq, double gamma, float *best, int64_t *index, float *second, Py_ssize_t dim,
-    Py_ssize_t groups, Py_ssize_t row_start, Py_ssize_t row_stop, int64_t *visited) {
+    const double *x_sq, const int64_t *perm, double gamma, float *best, int64_t *index, float *second,
+    Py_ssize_t dim, Py_ssize_t groups, Py_ssize_t row_start, Py_ssize_t row_stop, int64_t *visited) {
     float *xt = _mm_malloc((size_t)ROWS512 * (size_t)dim * sizeof(float), 64);
     state512 *st = _mm_malloc(ROWS512 * sizeof(state512), 64);
     Py_ssize_t *order = malloc((size_t)groups * sizeof(Py_ssize_t));
@@ -575,7 +575,7 @@ __attribute__((target("avx512f"))) static int search_pruned_avx512(
     for (Py_ssize_t i0 = row_start; i0 < row_stop; i0 += ROWS512) {
         const int valid = row_stop - i0 < ROWS512 ? (int)(row_stop - i0) : ROWS512;
         for (int r = 0; r < ROWS512; r++) {
-            const float *src = x + (i0 + (r < valid ? r : valid - 1)) * dim;
+            const float *src = x + perm[i0 + (r < valid ? r : valid - 1)] * dim;
             for (Py_ssize_t d = 0; d < dim; d++) xt[d * ROWS512 + r] = src[d];
             st[r].b1 = st[r].b2 = _mm512_set1_ps(INFINITY);
             st[r].bi = _mm512_setzero_si512();
@@ -583,7 +583,7 @@ __attribute__((target("avx512f"))) static int search_pruned_avx512(
         /* groups by increasing smallest bound over the tile's rows (insertion sort: groups is ~100) */
         for (Py_ssize_t g = 0; g < groups; g++) {
             float k = INFINITY;
-            for (int r = 0; r < valid; r++) k = fminf(k, lb[(i0 + r) * groups + g]);
+            for (int r = 0; r < valid; r++) k = fminf(k, lb[perm[i0 + r] * groups + g]);
             Py_ssize_t j = g;
             while (j > 0 && key[j - 1] > k) {
                 key[j] = key[j - 1];
@@ -598,18 +598,22 @@ __attribute__((target("avx512f"))) static int search_pruned_avx512(
         for (Py_ssize_t k = 0; k < groups; k++) {
             const Py_ssize_t g = order[k];
             int needed = 0;
-            for (int r = 0; r < valid && !needed; r++) needed = !((double)lb[(i0 + r) * groups + g] > cutoff[r]);
+            for (int r = 0; r < valid && !needed; r++) needed = !((double)lb[perm[i0 + r] * groups + g] > cutoff[r]);
             if (!needed) continue;
             Py_ssize_t t = group_tiles[g];
             for (; t + 2 <= group_tiles[g + 1]; t += 2) pass512(xt, packed, norms, t, dim, st, 2, NULL);
             if (t < group_tiles[g + 1]) pass512(xt, packed, norms, t, dim, st, 1, NULL);
             tiles_done += group_tiles[g + 1] - group_tiles[g];
             for (int r = 0; r < valid; r++) {
-                const double distance = (double)_mm512_reduce_min_ps(st[r].b1) + x_sq[i0 + r];
-                cutoff[r] = distance + 2.0 * near_margin(sqrt(x_sq[i0 + r]), distance, gamma);
+                const double row_sq = x_sq[perm[i0 + r]];
+                const double distance = (double)_mm512_reduce_min_ps(st[r].b1) + row_sq;
+                cutoff[r] = distance + 2.0 * near_margin(sqrt(row_sq), distance, gamma);
             }
         }
-        for (int r = 0; r < valid; r++) finish512(&st[r], best + i0 + r, index + i0 + r, second + i0 + r);
+        for (int r = 0; r < valid; r++) {
+            const int64_t i = perm[i0 + r];
+            finish512(&st[r], best + i, index + i, second + i);
+        }
     }
     *visited += tiles_done;
     _mm_free(xt);
@@ -617,6 +621,85 @@ __attribute__((target("avx512f"))) static int search_pruned_avx512(
     free(order);
     free(key);
     return 0;
+}
+
+#define BOUND_BLOCKS 4
+#define BOUND_ROWS 6
+/* The pruned search's bounds for rows [start, stop) of x: lb[i * groups + g] <= the squared distance from row i to
+ * every code of group g, as fp32 rounded down; nearest[i] the group whose centre is nearest by the same estimate
+ * (the lowest on ties: it only orders the rows); x_sq[i] = |x_i|^2 in float64. centres_t is [dim][padded_groups]
+ * (padded_groups a multiple of 8), centre_sq and radius (rounded outward) [padded_groups].
+ *
+ * Eight groups per vector, BOUND_BLOCKS vectors of BOUND_ROWS rows at once: |x - m|^2 = |x|^2 + |m|^2 - 2 x.m in float64 (one FMA per
+ * term). Its rounding is at most (2 dim + 6) u (|x|^2 + |m|^2) (u = 2^-53; |x.m| <= (|x|^2 + |m|^2) / 2), which
+ * the subtracted (dim + 8) 2^-50 (|x|^2 + |m|^2) covers four times; each later step (sqrt, the radius, the square)
+ * is lowered by 2^-50 relative, four times its rounding, and the fp32 conversion (round to nearest, 2^-24
+ * relative) by 2^-22. */
+__attribute__((target("avx512f"))) static void group_bounds_avx512(const float *x, const double *centres_t,
+                                                                  const double *centre_sq, const double *radius,
+                                                                  Py_ssize_t dim, Py_ssize_t groups,
+                                                                  Py_ssize_t padded_groups, Py_ssize_t start,
+                                                                  Py_ssize_t stop, float *lb, int64_t *nearest,
+                                                                  double *x_sq) {
+    const __m512d slack = _mm512_set1_pd((double)(dim + 8) * 0x1p-50);
+    const __m512d lower = _mm512_set1_pd(1.0 - 0x1p-50), to_fp32 = _mm512_set1_pd(1.0 - 0x1p-22);
+    const __m512d zero = _mm512_setzero_pd(), minus_two = _mm512_set1_pd(-2.0);
+    for (Py_ssize_t i0 = start; i0 < stop; i0 += BOUND_ROWS) {
+        /* BOUND_ROWS rows share each load of the centres (the centres of ~128 groups outgrow L1) */
+        const int valid_rows = stop - i0 < BOUND_ROWS ? (int)(stop - i0) : BOUND_ROWS;
+        const float *xr[BOUND_ROWS];
+        __m512d row_sq[BOUND_ROWS];
+        double closest[BOUND_ROWS];
+        int64_t closest_group[BOUND_ROWS];
+        for (int r = 0; r < BOUND_ROWS; r++) {
+            xr[r] = x + (i0 + (r < valid_rows ? r : valid_rows - 1)) * dim;
+            double sq = 0.0;
+            for (Py_ssize_t d = 0; d < dim; d++) sq += (double)xr[r][d] * (double)xr[r][d];
+            if (r < valid_rows) x_sq[i0 + r] = sq;
+            row_sq[r] = _mm512_set1_pd(sq);
+            closest[r] = INFINITY;
+            closest_group[r] = 0;
+        }
+        for (Py_ssize_t g0 = 0; g0 < padded_groups; g0 += 8 * BOUND_BLOCKS) {
+            const int blocks = (padded_groups - g0) / 8 < BOUND_BLOCKS ? (int)((padded_groups - g0) / 8) : BOUND_BLOCKS;
+            __m512d dot[BOUND_ROWS][BOUND_BLOCKS];
+            for (int r = 0; r < BOUND_ROWS; r++)
+                for (int b = 0; b < BOUND_BLOCKS; b++) dot[r][b] = zero;
+            for (Py_ssize_t d = 0; d < dim; d++) {
+                const double *row = centres_t + d * padded_groups + g0;
+                __m512d m[BOUND_BLOCKS];
+                for (int b = 0; b < BOUND_BLOCKS; b++) m[b] = b < blocks ? _mm512_loadu_pd(row + 8 * b) : zero;
+                for (int r = 0; r < BOUND_ROWS; r++) {
+                    const __m512d xd = _mm512_set1_pd((double)xr[r][d]);
+                    for (int b = 0; b < BOUND_BLOCKS; b++) dot[r][b] = _mm512_fmadd_pd(xd, m[b], dot[r][b]);
+                }
+            }
+            for (int r = 0; r < valid_rows; r++)
+                for (int b = 0; b < blocks; b++) {
+                    const Py_ssize_t gb = g0 + 8 * b;
+                    const int valid = groups - gb < 8 ? (int)(groups - gb) : 8;
+                    if (valid <= 0) break;
+                    const __m512d norms = _mm512_add_pd(row_sq[r], _mm512_loadu_pd(centre_sq + gb));
+                    __m512d d2 = _mm512_fmadd_pd(minus_two, dot[r][b], norms);
+                    double estimate[8];
+                    _mm512_storeu_pd(estimate, d2);
+                    for (int l = 0; l < valid; l++)
+                        if (estimate[l] < closest[r]) {
+                            closest[r] = estimate[l];
+                            closest_group[r] = gb + l;
+                        }
+                    d2 = _mm512_max_pd(_mm512_sub_pd(d2, _mm512_mul_pd(slack, norms)), zero);
+                    __m512d gap = _mm512_mul_pd(_mm512_sqrt_pd(d2), lower);
+                    gap = _mm512_max_pd(_mm512_mul_pd(_mm512_sub_pd(gap, _mm512_loadu_pd(radius + gb)), lower), zero);
+                    const __m256 bound =
+                        _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_mul_pd(_mm512_mul_pd(gap, gap), lower), to_fp32));
+                    float out[8];
+                    _mm256_storeu_ps(out, bound);
+                    memcpy(lb + (i0 + r) * groups + gb, out, (size_t)valid * sizeof(float));
+                }
+        }
+        for (int r = 0; r < valid_rows; r++) nearest[i0 + r] = closest_group[r];
+    }
 }
 
 static int cpu_has_avx2(void) {
@@ -834,11 +917,11 @@ done:
  * groups, start, stop) -> tiles visited (AVX-512 only; see search_pruned_avx512). */
 static PyObject *nearest_two_pruned(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer xv, pv, nv, lv, gv, qv, bv, iv, sv;
+    Py_buffer xv, pv, nv, lv, gv, qv, ov, bv, iv, sv;
     Py_ssize_t rows, dim, codes, groups, start, stop;
     double gamma;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*dw*w*w*nnnnnn", &xv, &pv, &nv, &lv, &gv, &qv, &gamma, &bv, &iv, &sv,
-                          &rows, &dim, &codes, &groups, &start, &stop))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*dw*w*w*nnnnnn", &xv, &pv, &nv, &lv, &gv, &qv, &ov, &gamma, &bv, &iv,
+                          &sv, &rows, &dim, &codes, &groups, &start, &stop))
         return NULL;
     PyObject *result = NULL;
     int64_t visited = 0;
@@ -858,6 +941,7 @@ static PyObject *nearest_two_pruned(PyObject *self, PyObject *args) {
     if (!check_buffer(&xv, rows * dim, 4, "x") || !check_buffer(&pv, codes * dim, 4, "packed") ||
         !check_buffer(&nv, codes, 4, "norms") || !check_buffer(&lv, rows * groups, 4, "lb") ||
         !check_buffer(&gv, groups + 1, 8, "group_tiles") || !check_buffer(&qv, rows, 8, "x_sq") ||
+        !check_buffer(&ov, rows, 8, "perm") ||
         !check_buffer(&bv, rows, 4, "best") || !check_buffer(&iv, rows, 8, "index") ||
         !check_buffer(&sv, rows, 4, "second"))
         goto done;
@@ -867,11 +951,16 @@ static PyObject *nearest_two_pruned(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "nearest_two_pruned: group_tiles must rise from 0 to codes / 16");
             goto done;
         }
+    for (Py_ssize_t i = start; i < stop; i++)
+        if (((const int64_t *)ov.buf)[i] < 0 || ((const int64_t *)ov.buf)[i] >= rows) {
+            PyErr_SetString(PyExc_ValueError, "nearest_two_pruned: perm must hold row numbers in [0, rows)");
+            goto done;
+        }
     int status = 0;
 #ifdef HAVE_X86_PATHS
     Py_BEGIN_ALLOW_THREADS status = search_pruned_avx512(
         (const float *)xv.buf, (const float *)pv.buf, (const float *)nv.buf, (const float *)lv.buf, gt,
-        (const double *)qv.buf, gamma, (float *)bv.buf, (int64_t *)iv.buf, (float *)sv.buf, dim, groups, start, stop,
+        (const double *)qv.buf, (const int64_t *)ov.buf, gamma, (float *)bv.buf, (int64_t *)iv.buf, (float *)sv.buf, dim, groups, start, stop,
         &visited);
     Py_END_ALLOW_THREADS
 #endif
@@ -887,9 +976,57 @@ done:
     PyBuffer_Release(&lv);
     PyBuffer_Release(&gv);
     PyBuffer_Release(&qv);
+    PyBuffer_Release(&ov);
     PyBuffer_Release(&bv);
     PyBuffer_Release(&iv);
     PyBuffer_Release(&sv);
+    return result;
+}
+
+/* group_bounds(x, centres_t, centre_sq, radius, lb, nearest, x_sq, rows, dim, groups, padded_groups, start, stop): the pruned
+ * search's bounds for rows [start, stop) (see group_bounds_avx512; GIL released). */
+static PyObject *py_group_bounds(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer xv, cv, mv, rv, lv, nv, qv;
+    Py_ssize_t rows, dim, groups, padded, start, stop;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*w*nnnnnn", &xv, &cv, &mv, &rv, &lv, &nv, &qv, &rows, &dim, &groups,
+                          &padded, &start, &stop))
+        return NULL;
+    PyObject *result = NULL;
+#ifdef HAVE_X86_PATHS
+    const int usable = cpu_has_avx512();
+#else
+    const int usable = 0;
+#endif
+    if (!usable) {
+        PyErr_SetString(PyExc_ValueError, "group_bounds: needs the avx512 path, which this CPU or build lacks");
+        goto done;
+    }
+    if (dim <= 0 || groups <= 0 || padded < groups || padded % 8 != 0 || start < 0 || stop > rows || start > stop) {
+        PyErr_SetString(PyExc_ValueError, "group_bounds: bad sizes");
+        goto done;
+    }
+    if (!check_buffer(&xv, rows * dim, 4, "x") || !check_buffer(&cv, dim * padded, 8, "centres_t") ||
+        !check_buffer(&mv, padded, 8, "centre_sq") || !check_buffer(&rv, padded, 8, "radius") || !check_buffer(&lv, rows * groups, 4, "lb") ||
+        !check_buffer(&nv, rows, 8, "nearest") || !check_buffer(&qv, rows, 8, "x_sq"))
+        goto done;
+#ifdef HAVE_X86_PATHS
+    Py_BEGIN_ALLOW_THREADS group_bounds_avx512((const float *)xv.buf, (const double *)cv.buf, (const double *)mv.buf,
+                                               (const double *)rv.buf,
+                                               dim, groups, padded, start, stop, (float *)lv.buf, (int64_t *)nv.buf,
+                                               (double *)qv.buf);
+    Py_END_ALLOW_THREADS
+#endif
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&xv);
+    PyBuffer_Release(&cv);
+    PyBuffer_Release(&mv);
+    PyBuffer_Release(&rv);
+    PyBuffer_Release(&lv);
+    PyBuffer_Release(&nv);
+    PyBuffer_Release(&qv);
     return result;
 }
 
@@ -948,8 +1085,10 @@ static PyMethodDef methods[] = {
     {"near_codes", near_codes, METH_VARARGS,
      "near_codes(x, packed, norms, rows, limits, out_rows, out_codes, num_rows, dim, codes, count, cap, kernel) -> pairs"},
     {"nearest_two_pruned", nearest_two_pruned, METH_VARARGS,
-     "nearest_two_pruned(x, packed, norms, lb, group_tiles, x_sq, gamma, best, index, second, rows, dim, codes, "
-     "groups, start, stop) -> tiles visited"},
+     "nearest_two_pruned(x, packed, norms, lb, group_tiles, x_sq, perm, gamma, best, index, second, rows, dim, "
+     "codes, groups, start, stop) -> tiles visited"},
+    {"group_bounds", py_group_bounds, METH_VARARGS,
+     "group_bounds(x, centres_t, centre_sq, radius, lb, nearest, x_sq, rows, dim, groups, padded_groups, start, stop) -> None"},
     {"fma_flops", fma_flops, METH_VARARGS, "fma_flops(width, iterations) -> FLOPs of the FMA throughput probe."},
     {"kernels", kernels, METH_NOARGS, "((name, row_tile), ...) of the code paths usable here, fastest first."},
     {NULL, NULL, 0, NULL}};

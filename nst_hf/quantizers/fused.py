@@ -183,25 +183,34 @@ class PrunedCodebook:
             self.centres[g] = members.mean(axis=0)
             self.radius[g] = np.sqrt(((members - self.centres[g]) ** 2).sum(axis=1).max())
         self.radius = self.radius * (1 + 1e-12) + 1e-300  # float64 rounding of the radius, rounded outward
-        self.centre_sq = np.einsum("ij,ij->i", self.centres, self.centres)
+        padded_groups = -(-num_groups // 8) * 8  # the bounds kernel takes 8 groups per vector
+        self.centres_t = np.zeros((codebook.shape[1], padded_groups))
+        self.centres_t[:, :num_groups] = self.centres.T
+        self.radius_padded = np.zeros(padded_groups)
+        self.radius_padded[:num_groups] = self.radius
+        self.centre_sq = np.zeros(padded_groups)
+        self.centre_sq[:num_groups] = np.einsum("ij,ij->i", self.centres, self.centres)
 
-    def lower_bounds(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def num_groups(self) -> int:
+        return self.group_tiles.size - 1
+
+    def lower_bounds(self, x: np.ndarray, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``[N, groups]`` fp32 lower bounds (rounded down) on the squared distance from each row to any code
-        of each group, and each row's nearest group centre."""
-        x64 = x.astype(np.float64)
-        x_sq = np.einsum("ij,ij->i", x64, x64)
-        # |x - m|² = |x|² + |m|² - 2x·m in float64, lowered by 1e-12 (|x|² + |m|²) for its rounding; in place
-        bound = x64 @ (-2.0 * self.centres.T)
-        bound += (x_sq * (1 - 1e-12))[:, None]
-        bound += (self.centre_sq * (1 - 1e-12))[None, :]
-        nearest_group = np.argmin(bound, axis=1)
-        np.maximum(bound, 0, out=bound)
-        np.sqrt(bound, out=bound)
-        bound -= self.radius[None, :]
-        np.maximum(bound, 0, out=bound)
-        np.square(bound, out=bound)
-        bound *= 1 - 2.0 ** -22  # fp32 rounds to nearest (relative error <= 2^-24): this rounds down
-        return bound.astype(np.float32), nearest_group
+        of each group, each row's nearest group centre and its float64 ``|x|²`` (the C kernel, AVX-512, on
+        ``threads`` threads; every float64 step is lowered by more than its rounding error)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        rows, dim = x.shape
+        bounds = np.empty((rows, self.num_groups), dtype=np.float32)
+        nearest_group = np.empty(rows, dtype=np.int64)
+        x_sq = np.empty(rows, dtype=np.float64)
+
+        def run(start: int, stop: int) -> None:
+            _fused_search.group_bounds(x, self.centres_t, self.centre_sq, self.radius_padded, bounds, nearest_group, x_sq, rows, dim,
+                                       self.num_groups, self.centres_t.shape[1], start, stop)
+
+        run_in_ranges("search", run, rows, min(int(threads), rows // MIN_ROWS_PER_THREAD))
+        return bounds, nearest_group, x_sq
 
 
 #: Environment variable that turns on the search that skips codes (experimental; see :func:`best_two_pruned`).
@@ -211,8 +220,9 @@ PRUNED_ENV = "NST_HF_PRUNED_SEARCH"
 def pruned_search_enabled(kernel: str, num_codes: int) -> bool:
     """Whether :class:`~nst_hf.quantizers.nearest.NearestCodeSearch` skips codes: ``NST_HF_PRUNED_SEARCH=1``, the
     avx512 path and at least :data:`PRUNE_MIN_CODES` codes. Off by default: it visits 35–45 % of the code tiles
-    of the VQ/RVQ fixtures' real latents but ~85 % for K-Means windows, and its bounds and scattered code
-    groups cost more than the skipped tiles on a loaded 2-core machine (see the README)."""
+    of the VQ/RVQ fixtures' real latents but ~85 % for K-Means windows, and a visited tile costs about twice a
+    dense one (groups scattered over L2, a cutoff per group), so it gains little over the dense search (see the
+    README)."""
     return os.environ.get(PRUNED_ENV, "") == "1" and kernel == "avx512" and num_codes >= PRUNE_MIN_CODES
 
 
@@ -228,30 +238,22 @@ def best_two_pruned(x: np.ndarray, codebook: PrunedCodebook, gamma: float, threa
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     rows = x.shape[0]
-    bounds, nearest_group = codebook.lower_bounds(x)
-    perm = np.argsort(nearest_group, kind="stable")
-    xs = np.ascontiguousarray(x[perm])
-    bounds = np.ascontiguousarray(bounds[perm])
-    x64 = xs.astype(np.float64)
-    x_sq = np.einsum("ij,ij->i", x64, x64)  # float64: the skip test compares it with true distances' bounds
+    bounds, nearest_group, x_sq = codebook.lower_bounds(x, threads)
+    perm = np.argsort(nearest_group, kind="stable")  # the kernel reads and writes rows through perm
     best = np.empty(rows, dtype=np.float32)
     index = np.empty(rows, dtype=np.int64)
     second = np.empty(rows, dtype=np.float32)
     visited = []
     packed = codebook.packed
-    groups = codebook.group_tiles.size - 1
 
     def run(start: int, stop: int) -> None:
         visited.append(_fused_search.nearest_two_pruned(
-            xs, packed.packed, packed.norms, bounds, codebook.group_tiles, x_sq, gamma, best, index, second,
-            rows, packed.dim, packed.padded_codes, groups, start, stop))
+            x, packed.packed, packed.norms, bounds, codebook.group_tiles, x_sq, perm, gamma, best, index, second,
+            rows, packed.dim, packed.padded_codes, codebook.num_groups, start, stop))
 
     run_in_ranges("search", run, rows, min(int(threads), rows // MIN_ROWS_PER_THREAD), granule=row_tile("avx512"))
-    out = [np.empty_like(best), np.empty_like(index), np.empty_like(second)]
-    for target, source in zip(out, (best, index, second)):
-        target[perm] = source
     tiles = packed.padded_codes // LANES
-    return out[0], out[1], out[2], sum(visited) / max(1, tiles * -(-rows // row_tile("avx512")))
+    return best, index, second, sum(visited) / max(1, tiles * -(-rows // row_tile("avx512")))
 
 
 def best_two(x: np.ndarray, codebook: PackedCodebook, threads: int = 1,
