@@ -15,7 +15,7 @@ import torch
 
 import nst_hf
 from nst_hf.chunking import plan_windows
-from nst_hf.models.fast_encoder import PLAIN_ENCODER_ENV, FastEncoder
+from nst_hf.models.fast_encoder import LAYER_FORMS_KNOWN, PLAIN_ENCODER_ENV, FastEncoder
 
 POD5_READS = ["test_datasets/pod5/PAM14583_ee1ba89e_88.pod5", "blue-crab/test/data/raw/p2s/pod5/b/b1.pod5"]
 FIXTURES = ["vq_cnn0_cb1024", "vq_cnn1_cb8192", "vq_cnn2_cb1024", "rvq_nq4_cb1024"]
@@ -219,6 +219,22 @@ def test_fast_encoder_latents_do_not_depend_on_the_batch(neural, real_pa):
                 assert torch.equal(encoder(batch[:size]), together[:size])
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("form", LAYER_FORMS_KNOWN)
+def test_every_layer_form_stays_within_the_bound_on_every_architecture(neural, real_pa, form):
+    """Each layer form, used for every layer of the encoder, gives latents within the stated bound of a
+    float64 evaluation on a real read (the forms in LAYER_FORMS mix them per layer)."""
+    y = _preprocessed(neural, real_pa[-1:])[0]
+    x, frames = _padded(neural, y)
+    order = "conv_act_bn" if neural.is_rvq else "conv_bn_act"
+    layers = sum(isinstance(m, torch.nn.Conv1d) for m in neural.model.encoder)
+    encoder = FastEncoder.from_encoder(neural.model.encoder, order, (form,) * layers)
+    with torch.inference_mode():
+        exact = copy.deepcopy(neural.model).double().encode_latent(x.double())[0, :, :frames].T
+        latent = encoder(x)[0, :frames].double()
+    assert latent.shape == exact.shape
+    assert bool(((latent - exact).norm(dim=1) <= LATENT_ERROR * (exact.norm(dim=1) + 1.0)).all())
 
 
 def test_fold_refuses_other_layers():
