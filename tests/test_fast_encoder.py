@@ -12,9 +12,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 import nst_hf
 from nst_hf.chunking import plan_windows
+from nst_hf.models import fast_encoder
 from nst_hf.models.fast_encoder import LAYER_FORMS_KNOWN, PLAIN_ENCODER_ENV, FastEncoder
 
 POD5_READS = ["test_datasets/pod5/PAM14583_ee1ba89e_88.pod5", "blue-crab/test/data/raw/p2s/pod5/b/b1.pod5"]
@@ -235,6 +237,75 @@ def test_every_layer_form_stays_within_the_bound_on_every_architecture(neural, r
         latent = encoder(x)[0, :frames].double()
     assert latent.shape == exact.shape
     assert bool(((latent - exact).norm(dim=1) <= LATENT_ERROR * (exact.norm(dim=1) + 1.0)).all())
+
+
+@pytest.fixture(params=["compiled", "blas"])
+def gemm_kernel(request, monkeypatch):
+    """The "gemm" form run by the compiled register-tiled kernel (where this CPU has AVX-512F) or by BLAS."""
+    if request.param == "compiled" and not fast_encoder._CONV_ROWS_AVAILABLE:
+        pytest.skip("the compiled conv_rows kernel needs AVX-512F, which this CPU or build lacks")
+    if request.param == "blas":
+        monkeypatch.setattr(fast_encoder, "_CONV_ROWS_AVAILABLE", False)
+    return request.param
+
+
+@pytest.mark.parametrize("batch,length,in_channels,out_channels,kernel,stride,padding", [
+    (2, 12900, 32, 64, 25, 5, 12),  # the default tokenizer's last layer
+    (3, 137, 32, 64, 25, 5, 12),    # short windows: most frames read the padding
+    (1, 7, 32, 64, 25, 5, 12),      # shorter than the kernel
+    (2, 301, 16, 128, 9, 3, 4),     # two column blocks, a stride that does not divide the kernel
+    (5, 50, 1, 64, 5, 1, 2),        # one input channel, stride 1
+])
+def test_gemm_form_matches_a_float64_convolution(gemm_kernel, batch, length, in_channels, out_channels, kernel,
+                                                 stride, padding):
+    """Either implementation of the "gemm" form: the convolution's values within fp32 rounding of float64,
+    at every frame including those whose taps read the zero padding."""
+    torch.manual_seed(length)
+    conv = torch.nn.Conv1d(in_channels, out_channels, kernel, stride, padding)
+    layer = fast_encoder._layer(conv.weight.detach().double(), conv.bias.detach().double(), conv, False, "gemm")
+    rows = torch.randn(batch, length, in_channels)
+    with torch.inference_mode():
+        exact = F.conv1d(rows.double().transpose(1, 2), conv.weight.double(), conv.bias.double(), stride, padding)
+        got = fast_encoder._register_tiled_conv(rows, layer) if gemm_kernel == "compiled" \
+            else fast_encoder._shifted_gemm(rows, layer)
+    exact = exact.transpose(1, 2)
+    assert got.shape == exact.shape
+    scale = F.conv1d(rows.double().abs().transpose(1, 2), conv.weight.double().abs(), conv.bias.double().abs(),
+                     stride, padding).transpose(1, 2)  # sum of |terms|: the fp32 error is a small multiple of it
+    assert bool(((got.double() - exact).abs() <= 1e-6 * in_channels * kernel * scale + 1e-30).all())
+
+
+def test_compiled_gemm_form_agrees_with_blas_on_real_reads(real_pa):
+    """The default tokenizer's encoder gives the same latents on real reads through either implementation of
+    its last layer (same block products, same order of sums)."""
+    if not fast_encoder._CONV_ROWS_AVAILABLE:
+        pytest.skip("the compiled conv_rows kernel needs AVX-512F, which this CPU or build lacks")
+    tok = nst_hf.load_tokenizer("default")
+    ys = _preprocessed(tok, real_pa[:3])
+    signal = torch.from_numpy(np.stack([y[:6000] for y in ys]))[:, None]
+    encoder = tok.model.fast_encoder()
+    with torch.inference_mode():
+        got = encoder(signal)
+        fast_encoder._CONV_ROWS_AVAILABLE = False
+        try:
+            reference = encoder(signal)
+        finally:
+            fast_encoder._CONV_ROWS_AVAILABLE = True
+    assert torch.allclose(got, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_rows_refuses_bad_shapes():
+    if not fast_encoder._CONV_ROWS_AVAILABLE:
+        pytest.skip("the compiled conv_rows kernel needs AVX-512F, which this CPU or build lacks")
+    from nst_hf.models import _conv_rows
+
+    rows, weight = np.zeros((1, 10, 4), np.float32), np.zeros((2, 8, 48), np.float32)
+    bias, out = np.zeros(48, np.float32), np.zeros((1, 5, 48), np.float32)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        _conv_rows.conv_rows(rows, weight, bias, out, 1, 10, 4, 2, 1, 2, 5, 48, 0, 5)
+    with pytest.raises(ValueError, match="out must be"):
+        _conv_rows.conv_rows(rows, np.zeros((2, 8, 64), np.float32), np.zeros(64, np.float32), out, 1, 10, 4, 2,
+                             1, 2, 5, 64, 0, 5)
 
 
 def test_fold_refuses_other_layers():
