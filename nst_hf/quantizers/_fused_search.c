@@ -235,10 +235,22 @@ __attribute__((target("avx2,fma"))) static void finish_row(const lane_state *st,
  * as near-tie candidates (whether near is NULL is a constant at each call). */
 __attribute__((target("avx2,fma"), always_inline)) static inline void pass_avx2(
     const float *const *xr, const float *packed, const float *norms, Py_ssize_t t, Py_ssize_t dim, lane_state *st,
-    const near_tile *near) {
+    const near_tile *near, const int ONE_BLOCK) {
     const float *tile = packed + t * dim * LANES;
     __m256 acc[ROWS][2], part[ROWS][2];
-    for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
+    if (ONE_BLOCK) { /* dim <= DIM_BLOCK: the same sums, straight into acc (12 registers, no spills) */
+        for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        for (Py_ssize_t d = 0; d < dim; d++) {
+            const __m256 c0 = _mm256_loadu_ps(tile + d * LANES);
+            const __m256 c1 = _mm256_loadu_ps(tile + d * LANES + 8);
+            for (int r = 0; r < ROWS; r++) {
+                const __m256 v = _mm256_broadcast_ss(xr[r] + d);
+                acc[r][0] = _mm256_fmadd_ps(v, c0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(v, c1, acc[r][1]);
+            }
+        }
+    }
+    for (Py_ssize_t d0 = 0; !ONE_BLOCK && d0 < dim; d0 += DIM_BLOCK) {
         const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
         for (int r = 0; r < ROWS; r++) part[r][0] = part[r][1] = _mm256_setzero_ps();
         for (Py_ssize_t d = d0; d < d1; d++) {
@@ -289,7 +301,7 @@ __attribute__((target("avx2,fma"))) static int near_avx2(const float *x, const f
         const float *xr[ROWS];
         for (int r = 0; r < ROWS; r++) xr[r] = x + sel[i0 + (r < valid ? r : valid - 1)] * dim;
         const near_tile near = {sel + i0, limits + i0, valid, sink};
-        for (Py_ssize_t t = 0; t < codes / LANES; t++) pass_avx2(xr, packed, norms, t, dim, NULL, &near);
+        for (Py_ssize_t t = 0; t < codes / LANES; t++) pass_avx2(xr, packed, norms, t, dim, NULL, &near, 0);
     }
     return 0;
 }
@@ -322,7 +334,10 @@ __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const
                 const float *xr[ROWS];
                 lane_state *st = states + (i0 - rb);
                 for (int r = 0; r < ROWS; r++) xr[r] = x + (i0 + r < rb_end ? i0 + r : rb_end - 1) * dim;
-                for (Py_ssize_t t = t0; t < t1; t++) pass_avx2(xr, packed, norms, t, dim, st, NULL);
+                if (dim <= DIM_BLOCK)
+                    for (Py_ssize_t t = t0; t < t1; t++) pass_avx2(xr, packed, norms, t, dim, st, NULL, 1);
+                else
+                    for (Py_ssize_t t = t0; t < t1; t++) pass_avx2(xr, packed, norms, t, dim, st, NULL, 0);
             }
         }
         for (Py_ssize_t i = rb; i < rb_end; i++) finish_row(&states[i - rb], best + i, index + i, second + i);
@@ -387,10 +402,23 @@ __attribute__((target("avx512f"))) static void finish512(const state512 *st, flo
  * constants at each call, so each variant compiles to its own loop. */
 __attribute__((target("avx512f"), always_inline)) static inline void pass512(
     const float *xt, const float *packed, const float *norms, Py_ssize_t t, Py_ssize_t dim, state512 *st,
-    const int NT, const near_tile *near) {
+    const int NT, const near_tile *near, const int ONE_BLOCK) {
     const float *tile0 = packed + t * dim * LANES, *tile1 = tile0 + dim * LANES;
     __m512 acc[ROWS512][2], part[ROWS512][2];
-    for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
+    if (ONE_BLOCK) { /* dim <= DIM_BLOCK: the same sums, straight into acc, which then stays in registers */
+        for (int r = 0; r < ROWS512; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        for (Py_ssize_t d = 0; d < dim; d++) {
+            const float *xd = xt + d * ROWS512;
+            const __m512 c0 = _mm512_loadu_ps(tile0 + d * LANES);
+            const __m512 c1 = NT == 2 ? _mm512_loadu_ps(tile1 + d * LANES) : c0;
+            for (int r = 0; r < ROWS512; r++) {
+                const __m512 v = _mm512_set1_ps(xd[r]);
+                acc[r][0] = _mm512_fmadd_ps(v, c0, acc[r][0]);
+                if (NT == 2) acc[r][1] = _mm512_fmadd_ps(v, c1, acc[r][1]);
+            }
+        }
+    }
+    for (Py_ssize_t d0 = 0; !ONE_BLOCK && d0 < dim; d0 += DIM_BLOCK) {
         const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
         for (int r = 0; r < ROWS512; r++) part[r][0] = part[r][1] = _mm512_setzero_ps();
         for (Py_ssize_t d = d0; d < d1; d++) {
@@ -473,8 +501,13 @@ __attribute__((target("avx512f"))) static int search_avx512(const float *x, cons
                 const float *xr = xt + (i0 - rb) * dim;
                 state512 *st = states + (i0 - rb);
                 Py_ssize_t t = t0;
-                for (; t + 2 <= t1; t += 2) pass512(xr, packed, norms, t, dim, st, 2, NULL);
-                if (t < t1) pass512(xr, packed, norms, t, dim, st, 1, NULL);
+                if (dim <= DIM_BLOCK) { /* its own compiled loop: no block sums to keep beside the accumulators */
+                    for (; t + 2 <= t1; t += 2) pass512(xr, packed, norms, t, dim, st, 2, NULL, 1);
+                    if (t < t1) pass512(xr, packed, norms, t, dim, st, 1, NULL, 1);
+                } else {
+                    for (; t + 2 <= t1; t += 2) pass512(xr, packed, norms, t, dim, st, 2, NULL, 0);
+                    if (t < t1) pass512(xr, packed, norms, t, dim, st, 1, NULL, 0);
+                }
             }
         }
         for (Py_ssize_t i = rb; i < rb_end; i++) finish512(&states[i - rb], best + i, index + i, second + i);
@@ -530,8 +563,8 @@ __attribute__((target("avx512f"))) static int near_avx512(const float *x, const 
         }
         const near_tile near = {sel + i0, limits + i0, valid, sink};
         Py_ssize_t t = 0;
-        for (; t + 2 <= tiles; t += 2) pass512(xt, packed, norms, t, dim, NULL, 2, &near);
-        if (t < tiles) pass512(xt, packed, norms, t, dim, NULL, 1, &near);
+        for (; t + 2 <= tiles; t += 2) pass512(xt, packed, norms, t, dim, NULL, 2, &near, 0);
+        if (t < tiles) pass512(xt, packed, norms, t, dim, NULL, 1, &near, 0);
     }
     _mm_free(xt);
     return 0;
@@ -601,8 +634,8 @@ __attribute__((target("avx512f"))) static int search_pruned_avx512(
             for (int r = 0; r < valid && !needed; r++) needed = !((double)lb[perm[i0 + r] * groups + g] > cutoff[r]);
             if (!needed) continue;
             Py_ssize_t t = group_tiles[g];
-            for (; t + 2 <= group_tiles[g + 1]; t += 2) pass512(xt, packed, norms, t, dim, st, 2, NULL);
-            if (t < group_tiles[g + 1]) pass512(xt, packed, norms, t, dim, st, 1, NULL);
+            for (; t + 2 <= group_tiles[g + 1]; t += 2) pass512(xt, packed, norms, t, dim, st, 2, NULL, 0);
+            if (t < group_tiles[g + 1]) pass512(xt, packed, norms, t, dim, st, 1, NULL, 0);
             tiles_done += group_tiles[g + 1] - group_tiles[g];
             for (int r = 0; r < valid; r++) {
                 const double row_sq = x_sq[perm[i0 + r]];
