@@ -238,20 +238,8 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void pass_avx2(
     const near_tile *near, const int ONE_BLOCK) {
     const float *tile = packed + t * dim * LANES;
     __m256 acc[ROWS][2], part[ROWS][2];
-    if (ONE_BLOCK) { /* dim <= DIM_BLOCK: the same sums, straight into acc (12 registers, no spills) */
-        for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-        for (Py_ssize_t d = 0; d < dim; d++) {
-            const __m256 c0 = _mm256_loadu_ps(tile + d * LANES);
-            const __m256 c1 = _mm256_loadu_ps(tile + d * LANES + 8);
-            for (int r = 0; r < ROWS; r++) {
-                const __m256 v = _mm256_broadcast_ss(xr[r] + d);
-                acc[r][0] = _mm256_fmadd_ps(v, c0, acc[r][0]);
-                acc[r][1] = _mm256_fmadd_ps(v, c1, acc[r][1]);
-            }
-        }
-    }
-    for (Py_ssize_t d0 = 0; !ONE_BLOCK && d0 < dim; d0 += DIM_BLOCK) {
-        const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
+    for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) { /* ONE_BLOCK: once, acc = part (as in pass512) */
+        const Py_ssize_t d1 = ONE_BLOCK || d0 + DIM_BLOCK >= dim ? dim : d0 + DIM_BLOCK;
         for (int r = 0; r < ROWS; r++) part[r][0] = part[r][1] = _mm256_setzero_ps();
         for (Py_ssize_t d = d0; d < d1; d++) {
             const __m256 c0 = _mm256_loadu_ps(tile + d * LANES);
@@ -263,9 +251,10 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void pass_avx2(
             }
         }
         for (int r = 0; r < ROWS; r++) {
-            acc[r][0] = d0 == 0 ? part[r][0] : _mm256_add_ps(acc[r][0], part[r][0]);
-            acc[r][1] = d0 == 0 ? part[r][1] : _mm256_add_ps(acc[r][1], part[r][1]);
+            acc[r][0] = ONE_BLOCK || d0 == 0 ? part[r][0] : _mm256_add_ps(acc[r][0], part[r][0]);
+            acc[r][1] = ONE_BLOCK || d0 == 0 ? part[r][1] : _mm256_add_ps(acc[r][1], part[r][1]);
         }
+        if (ONE_BLOCK) break;
     }
     const __m256 minus_two = _mm256_set1_ps(-2.0f);
     const __m256 n0 = _mm256_loadu_ps(norms + t * LANES);
@@ -405,21 +394,10 @@ __attribute__((target("avx512f"), always_inline)) static inline void pass512(
     const int NT, const near_tile *near, const int ONE_BLOCK) {
     const float *tile0 = packed + t * dim * LANES, *tile1 = tile0 + dim * LANES;
     __m512 acc[ROWS512][2], part[ROWS512][2];
-    if (ONE_BLOCK) { /* dim <= DIM_BLOCK: the same sums, straight into acc, which then stays in registers */
-        for (int r = 0; r < ROWS512; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-        for (Py_ssize_t d = 0; d < dim; d++) {
-            const float *xd = xt + d * ROWS512;
-            const __m512 c0 = _mm512_loadu_ps(tile0 + d * LANES);
-            const __m512 c1 = NT == 2 ? _mm512_loadu_ps(tile1 + d * LANES) : c0;
-            for (int r = 0; r < ROWS512; r++) {
-                const __m512 v = _mm512_set1_ps(xd[r]);
-                acc[r][0] = _mm512_fmadd_ps(v, c0, acc[r][0]);
-                if (NT == 2) acc[r][1] = _mm512_fmadd_ps(v, c1, acc[r][1]);
-            }
-        }
-    }
-    for (Py_ssize_t d0 = 0; !ONE_BLOCK && d0 < dim; d0 += DIM_BLOCK) {
-        const Py_ssize_t d1 = d0 + DIM_BLOCK < dim ? d0 + DIM_BLOCK : dim;
+    /* ONE_BLOCK (a constant: dim <= DIM_BLOCK) runs the loop once and lets acc be part, so the compiler keeps
+     * the 28 accumulators in registers instead of the block sums beside them on the stack */
+    for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) {
+        const Py_ssize_t d1 = ONE_BLOCK || d0 + DIM_BLOCK >= dim ? dim : d0 + DIM_BLOCK;
         for (int r = 0; r < ROWS512; r++) part[r][0] = part[r][1] = _mm512_setzero_ps();
         for (Py_ssize_t d = d0; d < d1; d++) {
             const float *xd = xt + d * ROWS512;
@@ -432,9 +410,10 @@ __attribute__((target("avx512f"), always_inline)) static inline void pass512(
             }
         }
         for (int r = 0; r < ROWS512; r++) {
-            acc[r][0] = d0 == 0 ? part[r][0] : _mm512_add_ps(acc[r][0], part[r][0]);
-            if (NT == 2) acc[r][1] = d0 == 0 ? part[r][1] : _mm512_add_ps(acc[r][1], part[r][1]);
+            acc[r][0] = ONE_BLOCK || d0 == 0 ? part[r][0] : _mm512_add_ps(acc[r][0], part[r][0]);
+            if (NT == 2) acc[r][1] = ONE_BLOCK || d0 == 0 ? part[r][1] : _mm512_add_ps(acc[r][1], part[r][1]);
         }
+        if (ONE_BLOCK) break;
     }
     const __m512 minus_two = _mm512_set1_ps(-2.0f);
     const __m512i ids0 = _mm512_add_epi32(_mm512_set1_epi32((int)(t * LANES)),
