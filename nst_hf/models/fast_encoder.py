@@ -14,7 +14,8 @@ saves; this one is rebuilt from its tensors whenever they change and never write
   (torch's ``conv1d`` on ``[B, C, L]``), ``"channels_last"`` (a 2-D convolution on ``[B, C, 1, L]`` in
   channels-last memory, which oneDNN runs with its direct channels-last kernels: about 1.6× the plain
   ``conv1d`` for the default tokenizer's 16/32-channel layers on one AVX-512 core), ``"gemm"``
-  (:func:`_shifted_gemm`: BLAS products over the channels-last activations) or ``"im2col"``
+  (block products over the channels-last activations: :func:`_register_tiled_conv`, our C kernel, on
+  AVX-512 CPUs, else :func:`_shifted_gemm`'s BLAS calls) or ``"im2col"``
   (:func:`_im2col_gemm`: one BLAS product over the unfolded windows, for a first layer). SiLU runs in place on
   each layer's output. The latent comes out as ``[B, T, D]`` rows, the layout the nearest-code search
   takes. On GPUs every layer uses the plain form (BatchNorm folded all the same).
@@ -81,7 +82,7 @@ class _Layer:
     silu: bool
     tap_shift: torch.Tensor | None = None  # [k, Co] float64: W[:, :, j] · shift of the BN folded in, per tap j
     #: ``"channels_last"`` (oneDNN conv2d on channels-last memory), ``"plain"`` (conv1d, ``[B, C, L]``),
-    #: ``"gemm"`` (:func:`_shifted_gemm`) or ``"im2col"`` (:func:`_im2col_gemm`).
+    #: ``"gemm"`` (:func:`_register_tiled_conv` or :func:`_shifted_gemm`) or ``"im2col"`` (:func:`_im2col_gemm`).
     form: str = "plain"
     #: For the ``"gemm"`` form: ``[k / stride, stride·Ci, Co]`` (taps zero-padded to a multiple of the stride).
     gemm_weight: torch.Tensor | None = None
@@ -255,7 +256,7 @@ def _channels_last_view(rows: torch.Tensor) -> torch.Tensor:
 
 def _conv_rows_usable(rows: torch.Tensor, layer: _Layer) -> bool:
     """Whether the compiled register-tiled kernel (:mod:`nst_hf.models._conv_rows`, AVX-512F) runs this layer."""
-    return (_conv_rows is not None and _CONV_ROWS_AVAILABLE and rows.device.type == "cpu"
+    return (_CONV_ROWS_AVAILABLE and rows.device.type == "cpu"
             and rows.dtype == torch.float32 and layer.gemm_weight.shape[2] % _conv_rows.CHANNEL_BLOCK == 0)
 
 
