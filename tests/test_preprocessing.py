@@ -65,6 +65,21 @@ def test_normalize_median_filter_lowpass_equal_spec(real_reads):
             np.testing.assert_allclose(pp.lowpass_filter(y, 1000, rate), sps.filtfilt(b, a, ref), rtol=1e-5, atol=1e-5)
 
 
+def test_median_is_numpys_to_the_bit(real_reads):
+    """pp.median (one partition) returns np.median's value and dtype: odd and even lengths, runs of equal
+    values, one and two samples, real reads and their absolute deviations."""
+    rng = np.random.default_rng(5)
+    arrays = [np.array([3.0], np.float32), np.array([1.0, 2.0], np.float32), np.array([2.0, 2.0, 1.0, 1.0], np.float32)]
+    for n in (3, 4, 99, 100, 10_001, 10_002):
+        arrays += [rng.standard_normal(n).astype(np.float32), rng.integers(-2, 3, n).astype(np.float32),
+                   (rng.standard_normal(n) * 1e30).astype(np.float32), rng.standard_normal(n)]
+    for pa, _ in real_reads:
+        arrays += [pa, pa[1:], np.abs(pa - np.median(pa))]
+    for x in arrays:
+        got, want = pp.median(x), np.median(x)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), (x.size, got, want)
+
+
 def test_preprocess_order_and_config(real_reads):
     pa, rate = real_reads[0]
     config = pp.PreprocessingConfig(median_kernel=5, lowpass_cutoff_hz=800, sampling_rate=5000)
