@@ -77,7 +77,7 @@ def test_a_missing_path_falls_back_with_a_warning_and_a_wrong_name_raises(monkey
 
 SHAPES = [  # (codes, dim, rows): K not a multiple of 32 or 16, D not a multiple of 16, D > DIM_BLOCK, odd rows
     (8192, 64, 301), (1000, 48, 97), (17, 5, 33), (1, 3, 7), (1024, 512, 45), (300, 130, 29), (48, 16, 15),
-    (272, 256, 43), (33, 70, 200)]
+    (272, 256, 43), (33, 70, 200), (2000, 32, 2500)]  # the last: several row and code blocks on every path
 
 
 @pytest.mark.parametrize("kernel", fused.KERNELS)
@@ -126,8 +126,9 @@ def test_the_simd_paths_compute_the_same_scores(num_codes, dim, num_rows):
 
 @pytest.mark.parametrize("kernel", fused.KERNELS)
 def test_every_path_breaks_ties_to_the_lowest_code(kernel):
-    """Copies of one code in other lanes and tiles (3, 19, 50, 90, 99): the lowest wins, the runner-up equals
-    the best; a codebook of identical codes gives code 0 everywhere."""
+    """Copies of one code in other lanes and tiles (3, 19, 50, 90, 99), and in other code blocks (5, 700, 1500,
+    2999 of 3000): the lowest wins, the runner-up equals the best; a codebook of identical codes gives code 0
+    everywhere."""
     _require(kernel)
     rng = np.random.default_rng(3)
     codebook = rng.standard_normal((100, 20)).astype(np.float32)
@@ -136,6 +137,12 @@ def test_every_path_breaks_ties_to_the_lowest_code(kernel):
     x = (codebook[3] + 0.01 * rng.standard_normal((61, 20))).astype(np.float32)
     best, index, second = fused.best_two(x, fused.PackedCodebook(codebook), 2, kernel=kernel)
     assert np.all(index == 3)
+    np.testing.assert_array_equal(second, best)
+    wide = rng.standard_normal((3000, 32)).astype(np.float32)  # copies in different code blocks of each path
+    wide[[700, 1500, 2999]] = wide[5]
+    near = (wide[5] + 0.01 * rng.standard_normal((1100, 32))).astype(np.float32)
+    best, index, second = fused.best_two(near, fused.PackedCodebook(wide), 2, kernel=kernel)
+    assert np.all(index == 5)
     np.testing.assert_array_equal(second, best)
     same = np.repeat(codebook[:1], 40, axis=0)
     best, index, second = fused.best_two(x, fused.PackedCodebook(same), 1, kernel=kernel)

@@ -7,7 +7,8 @@
  * The codebook is packed by Python as [K/16][D][16] (K padded with +inf norms). Three code paths, picked
  * per call by name (Python chooses: nst_hf.quantizers.fused, NST_HF_FUSED_KERNEL):
  * - "avx512": one tile of 16 codes is one zmm vector per dimension; passes of 14 rows x 2 tiles
- *   (28 accumulators in the 32 zmm registers), see search_avx512;
+ *   (28 accumulators in the 32 zmm registers), see search_avx512; for D <= 128 a row keeps its best, code and
+ *   runner-up as scalars, a pass compares its scores with the runner-up only (fold512), and code blocks stay in L1;
  * - "avx2": a tile is two AVX vectors per dimension, codes l and l + 8 share lane l of the running
  *   best/runner-up state; rows go in tiles of ROWS = 6 (12 accumulators + 2 code vectors + 1 broadcast
  *   fill the 16 AVX registers);
@@ -346,6 +347,21 @@ __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const
 #ifndef ROWS512
 #define ROWS512 14
 #endif
+/* A row's state is three scalars (row_best), so for small D a code block can stay in L1 beside the row tile:
+ * when two tiles and a row tile fit in L1_FIT_BYTES (D <= 128), code blocks of L1_CODE_BLOCK_BYTES and row
+ * blocks of L1_ROW_BLOCK_BYTES (the row tiles then come from L2); larger D keeps the L2 blocking above.
+ * With fold512, against lane states in L2 blocks, real demo.fast5 rows on an AVX-512 Xeon (GFLOP/s, median of
+ * 7): K-Means windows (D = 32) 73 -> 76 on one thread, 123 -> 143 on two; VQ-8192 latents (D = 64) 71 -> 88 and
+ * 143 -> 164. */
+#ifndef L1_FIT_BYTES
+#define L1_FIT_BYTES (32 * 1024)
+#endif
+#ifndef L1_CODE_BLOCK_BYTES
+#define L1_CODE_BLOCK_BYTES (16 * 1024)
+#endif
+#ifndef L1_ROW_BLOCK_BYTES
+#define L1_ROW_BLOCK_BYTES (128 * 1024)
+#endif
 
 typedef struct {
     __m512 b1, b2;
@@ -360,6 +376,45 @@ __attribute__((target("avx512f"))) static inline void update512(state512 *st, __
     st->b2 = _mm512_min_ps(st->b2, _mm512_max_ps(st->b1, s));
     st->bi = _mm512_mask_mov_epi32(st->bi, lt, ids);
     st->b1 = _mm512_min_ps(st->b1, s);
+}
+
+/* One row's best score so far, its code and the runner-up: search_generic's b1, bi and b2. */
+typedef struct {
+    float b1, b2;
+    int64_t bi;
+} row_best;
+
+/* Fold a row's scores of tile t (s0) and, when NT == 2, tile t + 1 (s1) into its row_best. Only a score below
+ * the runner-up changes the best or the runner-up, so one compare per tile against it clears most passes; the
+ * scores that pass are folded one by one in ascending code order, exactly as search_generic folds them (a
+ * strictly smaller score replaces the best, so the lower code wins on equal scores; NaN never passes). */
+__attribute__((target("avx512f"), always_inline)) static inline void fold512(row_best *rb, __m512 s0, __m512 s1,
+                                                                           Py_ssize_t t, const int NT) {
+    const __m512 limit = _mm512_set1_ps(rb->b2);
+    const __mmask16 rest0 = _mm512_cmp_ps_mask(s0, limit, _CMP_NLT_UQ);
+    const __mmask16 rest = NT == 2 ? _mm512_mask_cmp_ps_mask(rest0, s1, limit, _CMP_NLT_UQ) : rest0;
+    if (__builtin_expect(rest == 0xFFFF, 1)) return;
+    float scores[2 * LANES];
+    _mm512_storeu_ps(scores, s0);
+    uint32_t hits = (uint16_t)~rest0;
+    if (NT == 2) {
+        _mm512_storeu_ps(scores + LANES, s1);
+        hits |= (uint32_t)_mm512_cmp_ps_mask(s1, limit, _CMP_LT_OQ) << LANES;
+    }
+    while (hits) {
+        const int l = __builtin_ctz(hits);
+        const float s = scores[l];
+        hits &= hits - 1;
+        if (s < rb->b2) {
+            if (s < rb->b1) {
+                rb->b2 = rb->b1;
+                rb->b1 = s;
+                rb->bi = t * LANES + l;
+            } else {
+                rb->b2 = s;
+            }
+        }
+    }
 }
 
 /* Reduce one row's 16 lanes: smallest score (lowest code on equal scores) and the runner-up, in registers as
@@ -391,7 +446,7 @@ __attribute__((target("avx512f"))) static void finish512(const state512 *st, flo
  * constants at each call, so each variant compiles to its own loop. */
 __attribute__((target("avx512f"), always_inline)) static inline void pass512(
     const float *xt, const float *packed, const float *norms, Py_ssize_t t, Py_ssize_t dim, state512 *st,
-    const int NT, const near_tile *near, const int ONE_BLOCK) {
+    row_best *rows_best, const int NT, const near_tile *near, const int ONE_BLOCK) {
     const float *tile0 = packed + t * dim * LANES, *tile1 = tile0 + dim * LANES;
     __m512 acc[ROWS512][2], part[ROWS512][2];
     /* ONE_BLOCK (a constant: dim <= DIM_BLOCK) runs the loop once and lets acc be part, so the compiler keeps
@@ -433,6 +488,15 @@ __attribute__((target("avx512f"), always_inline)) static inline void pass512(
         }
         return;
     }
+    if (rows_best != NULL) {
+        const __m512 n1 = NT == 2 ? _mm512_loadu_ps(norms + (t + 1) * LANES) : n0;
+        /* unrolled, so that the accumulators stay in their registers (a rolled loop indexes them on the stack) */
+#pragma GCC unroll 32
+        for (int r = 0; r < ROWS512; r++)
+            fold512(&rows_best[r], _mm512_fmadd_ps(minus_two, acc[r][0], n0),
+                    NT == 2 ? _mm512_fmadd_ps(minus_two, acc[r][1], n1) : n0, t, NT);
+        return;
+    }
     for (int r = 0; r < ROWS512; r++) update512(&st[r], _mm512_fmadd_ps(minus_two, acc[r][0], n0), ids0);
     if (NT == 2) {
         const __m512i ids1 = _mm512_add_epi32(ids0, _mm512_set1_epi32(LANES));
@@ -449,18 +513,26 @@ __attribute__((target("avx512f"))) static int search_avx512(const float *x, cons
                                                            Py_ssize_t row_stop) {
     (void)rows;
     const Py_ssize_t tiles = codes / LANES;
+    const Py_ssize_t tile_bytes = dim * LANES * (Py_ssize_t)sizeof(float);
+    /* small D (always when dim <= DIM_BLOCK): scalar row states folded by fold512 and code blocks in L1; large
+     * D: lane states folded branch-free by update512 in L2 code blocks (with RVQ's 1024 codes a row has only 32
+     * passes, so fold512's branch is often taken and mispredicted: 5 % slower there) */
+    const int in_l1 = 2 * tile_bytes + ROWS512 * dim * (Py_ssize_t)sizeof(float) <= L1_FIT_BYTES;
     /* an even number of tiles per code block, so that passes of two tiles do not straddle blocks */
-    Py_ssize_t tiles_per_block = CODE_BLOCK_BYTES / (dim * LANES * (Py_ssize_t)sizeof(float)) / 2 * 2;
+    Py_ssize_t tiles_per_block = (in_l1 ? L1_CODE_BLOCK_BYTES : CODE_BLOCK_BYTES) / tile_bytes / 2 * 2;
     if (tiles_per_block < 2) tiles_per_block = 2;
-    Py_ssize_t rows_per_block = ROW_BLOCK_BYTES / (dim * (Py_ssize_t)sizeof(float)) / ROWS512 * ROWS512;
+    Py_ssize_t rows_per_block = (in_l1 ? L1_ROW_BLOCK_BYTES : ROW_BLOCK_BYTES) / (dim * (Py_ssize_t)sizeof(float))
+                                / ROWS512 * ROWS512;
     if (rows_per_block < ROWS512) rows_per_block = ROWS512;
-    state512 *states = _mm_malloc((size_t)rows_per_block * sizeof(state512), 64);
+    void *states = _mm_malloc((size_t)rows_per_block * (in_l1 ? sizeof(row_best) : sizeof(state512)), 64);
     float *xt = _mm_malloc((size_t)rows_per_block * (size_t)dim * sizeof(float), 64);
     if (states == NULL || xt == NULL) {
         _mm_free(states);
         _mm_free(xt);
         return -1;
     }
+    row_best *scalar = states; /* the one of the two that in_l1 picks */
+    state512 *lanes = states;
     for (Py_ssize_t rb = row_start; rb < row_stop; rb += rows_per_block) {
         const Py_ssize_t rb_end = rb + rows_per_block < row_stop ? rb + rows_per_block : row_stop;
         for (Py_ssize_t i0 = rb; i0 < rb_end; i0 += ROWS512) { /* row tiles, dimension-major */
@@ -471,25 +543,42 @@ __attribute__((target("avx512f"))) static int search_avx512(const float *x, cons
             }
         }
         for (Py_ssize_t k = 0; k < rows_per_block; k++) {
-            states[k].b1 = states[k].b2 = _mm512_set1_ps(INFINITY);
-            states[k].bi = _mm512_setzero_si512();
+            if (in_l1) {
+                scalar[k].b1 = scalar[k].b2 = INFINITY;
+                scalar[k].bi = 0;
+            } else {
+                lanes[k].b1 = lanes[k].b2 = _mm512_set1_ps(INFINITY);
+                lanes[k].bi = _mm512_setzero_si512();
+            }
         }
         for (Py_ssize_t t0 = 0; t0 < tiles; t0 += tiles_per_block) {
             const Py_ssize_t t1 = t0 + tiles_per_block < tiles ? t0 + tiles_per_block : tiles;
             for (Py_ssize_t i0 = rb; i0 < rb_end; i0 += ROWS512) {
                 const float *xr = xt + (i0 - rb) * dim;
-                state512 *st = states + (i0 - rb);
+                row_best *sc = scalar + (i0 - rb);
+                state512 *st = lanes + (i0 - rb);
                 Py_ssize_t t = t0;
                 if (dim <= DIM_BLOCK) { /* its own compiled loop: no block sums to keep beside the accumulators */
-                    for (; t + 2 <= t1; t += 2) pass512(xr, packed, norms, t, dim, st, 2, NULL, 1);
-                    if (t < t1) pass512(xr, packed, norms, t, dim, st, 1, NULL, 1);
+                    for (; t + 2 <= t1; t += 2) pass512(xr, packed, norms, t, dim, NULL, sc, 2, NULL, 1);
+                    if (t < t1) pass512(xr, packed, norms, t, dim, NULL, sc, 1, NULL, 1);
+                } else if (in_l1) {
+                    for (; t + 2 <= t1; t += 2) pass512(xr, packed, norms, t, dim, NULL, sc, 2, NULL, 0);
+                    if (t < t1) pass512(xr, packed, norms, t, dim, NULL, sc, 1, NULL, 0);
                 } else {
-                    for (; t + 2 <= t1; t += 2) pass512(xr, packed, norms, t, dim, st, 2, NULL, 0);
-                    if (t < t1) pass512(xr, packed, norms, t, dim, st, 1, NULL, 0);
+                    for (; t + 2 <= t1; t += 2) pass512(xr, packed, norms, t, dim, st, NULL, 2, NULL, 0);
+                    if (t < t1) pass512(xr, packed, norms, t, dim, st, NULL, 1, NULL, 0);
                 }
             }
         }
-        for (Py_ssize_t i = rb; i < rb_end; i++) finish512(&states[i - rb], best + i, index + i, second + i);
+        for (Py_ssize_t i = rb; i < rb_end; i++) {
+            if (in_l1) {
+                best[i] = scalar[i - rb].b1;
+                index[i] = scalar[i - rb].bi;
+                second[i] = scalar[i - rb].b2;
+            } else {
+                finish512(&lanes[i - rb], best + i, index + i, second + i);
+            }
+        }
     }
     _mm_free(states);
     _mm_free(xt);
@@ -542,8 +631,8 @@ __attribute__((target("avx512f"))) static int near_avx512(const float *x, const 
         }
         const near_tile near = {sel + i0, limits + i0, valid, sink};
         Py_ssize_t t = 0;
-        for (; t + 2 <= tiles; t += 2) pass512(xt, packed, norms, t, dim, NULL, 2, &near, 0);
-        if (t < tiles) pass512(xt, packed, norms, t, dim, NULL, 1, &near, 0);
+        for (; t + 2 <= tiles; t += 2) pass512(xt, packed, norms, t, dim, NULL, NULL, 2, &near, 0);
+        if (t < tiles) pass512(xt, packed, norms, t, dim, NULL, NULL, 1, &near, 0);
     }
     _mm_free(xt);
     return 0;
@@ -613,8 +702,8 @@ __attribute__((target("avx512f"))) static int search_pruned_avx512(
             for (int r = 0; r < valid && !needed; r++) needed = !((double)lb[perm[i0 + r] * groups + g] > cutoff[r]);
             if (!needed) continue;
             Py_ssize_t t = group_tiles[g];
-            for (; t + 2 <= group_tiles[g + 1]; t += 2) pass512(xt, packed, norms, t, dim, st, 2, NULL, 0);
-            if (t < group_tiles[g + 1]) pass512(xt, packed, norms, t, dim, st, 1, NULL, 0);
+            for (; t + 2 <= group_tiles[g + 1]; t += 2) pass512(xt, packed, norms, t, dim, st, NULL, 2, NULL, 0);
+            if (t < group_tiles[g + 1]) pass512(xt, packed, norms, t, dim, st, NULL, 1, NULL, 0);
             tiles_done += group_tiles[g + 1] - group_tiles[g];
             for (int r = 0; r < valid; r++) {
                 const double row_sq = x_sq[perm[i0 + r]];
