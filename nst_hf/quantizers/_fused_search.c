@@ -161,6 +161,32 @@ static void reduce_lanes(const float *b1, const float *b2, const int32_t *bi, in
 }
 
 
+/* One row's best score so far, its code and the runner-up: search_generic's b1, bi and b2. */
+typedef struct {
+    float b1, b2;
+    int64_t bi;
+} row_best;
+
+/* Fold the scores of tile t's lanes in `hits` (bit l: code t * LANES + l; scores[l] its score) into a row_best
+ * in ascending code order, exactly as search_generic folds them: a strictly smaller score replaces the best
+ * (so the lower code wins on equal scores), and one below the runner-up replaces it. */
+static inline void fold_hits(row_best *rb, const float *scores, uint32_t hits, Py_ssize_t t) {
+    while (hits) {
+        const int l = __builtin_ctz(hits);
+        const float s = scores[l];
+        hits &= hits - 1;
+        if (s < rb->b2) {
+            if (s < rb->b1) {
+                rb->b2 = rb->b1;
+                rb->b1 = s;
+                rb->bi = t * LANES + l;
+            } else {
+                rb->b2 = s;
+            }
+        }
+    }
+}
+
 /* Per-lane state of one row: best, its code and the runner-up in each of 8 lanes (2 codes per tile). */
 typedef struct {
     __m256 b1, b2;
@@ -180,6 +206,21 @@ __attribute__((target("avx2,fma"))) static inline void update_state(lane_state *
     st->bi = _mm256_castps_si256(
         _mm256_blendv_ps(_mm256_castsi256_ps(st->bi), _mm256_castsi256_ps(low_ids), lt));
     st->b1 = _mm256_min_ps(st->b1, low);
+}
+
+/* Fold a row's scores of tile t (codes t*16 .. +7 in s0, +8 .. +15 in s1) into its row_best: only a score below
+ * the runner-up changes it, so two compares clear most tiles (as fold512 does; NaN never passes). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void fold_avx2(row_best *rb, __m256 s0, __m256 s1,
+                                                                              Py_ssize_t t) {
+    const __m256 limit = _mm256_set1_ps(rb->b2);
+    const __m256 below = _mm256_or_ps(_mm256_cmp_ps(s0, limit, _CMP_LT_OQ), _mm256_cmp_ps(s1, limit, _CMP_LT_OQ));
+    if (__builtin_expect(_mm256_testz_ps(below, below), 1)) return;
+    float scores[LANES];
+    _mm256_storeu_ps(scores, s0);
+    _mm256_storeu_ps(scores + 8, s1);
+    const uint32_t hits = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(s0, limit, _CMP_LT_OQ)) |
+                          (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(s1, limit, _CMP_LT_OQ)) << 8;
+    fold_hits(rb, scores, hits, t);
 }
 
 /* Smallest of 8 floats / int32s, in every lane (three shuffle-min steps). */
@@ -231,12 +272,31 @@ __attribute__((target("avx2,fma"))) static void finish_row(const lane_state *st,
 #ifndef ROW_BLOCK_BYTES
 #define ROW_BLOCK_BYTES (64 * 1024)
 #endif
+/* With scalar row states (row_best) a code block can stay in L1 beside the row tile when D is small: when two
+ * tiles and a row tile fit in L1_FIT_BYTES (D <= 128), the SIMD paths take code blocks of L1_CODE_BLOCK_BYTES
+ * and row blocks of L1_ROW_BLOCK_BYTES (the row tiles then come from L2); larger D keeps the L2 blocking above.
+ * With fold512, against lane states in L2 blocks, real demo.fast5 rows on an AVX-512 Xeon (GFLOP/s, median of
+ * 7): K-Means windows (D = 32) 73 -> 76 on one thread, 123 -> 143 on two; VQ-8192 latents (D = 64) 71 -> 88 and
+ * 143 -> 164. */
+#ifndef L1_FIT_BYTES
+#define L1_FIT_BYTES (32 * 1024)
+#endif
+#ifndef L1_CODE_BLOCK_BYTES
+#define L1_CODE_BLOCK_BYTES (16 * 1024)
+#endif
+#ifndef L1_ROW_BLOCK_BYTES
+#define L1_ROW_BLOCK_BYTES (128 * 1024)
+#endif
+
+static inline int code_block_in_l1(Py_ssize_t dim, int row_tile) {
+    return (2 * LANES + row_tile) * dim * (Py_ssize_t)sizeof(float) <= L1_FIT_BYTES;
+}
 
 /* Scores of ROWS rows (pointers xr) against code tile t, folded into the rows' states or (near != NULL) emitted
  * as near-tie candidates (whether near is NULL is a constant at each call). */
 __attribute__((target("avx2,fma"), always_inline)) static inline void pass_avx2(
     const float *const *xr, const float *packed, const float *norms, Py_ssize_t t, Py_ssize_t dim, lane_state *st,
-    const near_tile *near, const int ONE_BLOCK) {
+    row_best *rows_best, const near_tile *near, const int ONE_BLOCK) {
     const float *tile = packed + t * dim * LANES;
     __m256 acc[ROWS][2], part[ROWS][2];
     for (Py_ssize_t d0 = 0; d0 < dim; d0 += DIM_BLOCK) { /* ONE_BLOCK: once, acc = part (as in pass512) */
@@ -274,6 +334,13 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void pass_avx2(
         }
         return;
     }
+    if (rows_best != NULL) { /* unrolled, so that the accumulators stay in registers */
+#pragma GCC unroll 16
+        for (int r = 0; r < ROWS; r++)
+            fold_avx2(&rows_best[r], _mm256_fmadd_ps(minus_two, acc[r][0], n0),
+                      _mm256_fmadd_ps(minus_two, acc[r][1], n1), t);
+        return;
+    }
     const __m256i base = _mm256_set1_epi32((int)(t * LANES));
     const __m256i ids0 = _mm256_add_epi32(base, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     const __m256i ids1 = _mm256_add_epi32(base, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15));
@@ -291,7 +358,7 @@ __attribute__((target("avx2,fma"))) static int near_avx2(const float *x, const f
         const float *xr[ROWS];
         for (int r = 0; r < ROWS; r++) xr[r] = x + sel[i0 + (r < valid ? r : valid - 1)] * dim;
         const near_tile near = {sel + i0, limits + i0, valid, sink};
-        for (Py_ssize_t t = 0; t < codes / LANES; t++) pass_avx2(xr, packed, norms, t, dim, NULL, &near, 0);
+        for (Py_ssize_t t = 0; t < codes / LANES; t++) pass_avx2(xr, packed, norms, t, dim, NULL, NULL, &near, 0);
     }
     return 0;
 }
@@ -304,33 +371,55 @@ __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const
                                                            Py_ssize_t row_stop) {
     (void)rows;
     const Py_ssize_t tiles = codes / LANES;
-    Py_ssize_t tiles_per_block = CODE_BLOCK_BYTES / (dim * LANES * (Py_ssize_t)sizeof(float));
+    const Py_ssize_t tile_bytes = dim * LANES * (Py_ssize_t)sizeof(float);
+    /* as search_avx512: scalar row states and L1 code blocks for small D, lane states in L2 blocks for large D */
+    const int in_l1 = code_block_in_l1(dim, ROWS);
+    Py_ssize_t tiles_per_block = (in_l1 ? L1_CODE_BLOCK_BYTES : CODE_BLOCK_BYTES) / tile_bytes;
     if (tiles_per_block < 1) tiles_per_block = 1;
-    Py_ssize_t rows_per_block = ROW_BLOCK_BYTES / (dim * (Py_ssize_t)sizeof(float)) / ROWS * ROWS;
+    Py_ssize_t rows_per_block = (in_l1 ? L1_ROW_BLOCK_BYTES : ROW_BLOCK_BYTES) / (dim * (Py_ssize_t)sizeof(float))
+                                / ROWS * ROWS;
     if (rows_per_block < ROWS) rows_per_block = ROWS;
-    lane_state *states = _mm_malloc((size_t)rows_per_block * sizeof(lane_state), 32);
+    void *states = _mm_malloc((size_t)rows_per_block * (in_l1 ? sizeof(row_best) : sizeof(lane_state)), 32);
     if (states == NULL) return -1;
+    row_best *scalar = states; /* the one of the two that in_l1 picks */
+    lane_state *lanes = states;
     for (Py_ssize_t rb = row_start; rb < row_stop; rb += rows_per_block) {
         const Py_ssize_t rb_end = rb + rows_per_block < row_stop ? rb + rows_per_block : row_stop;
         /* rows_per_block is a multiple of ROWS, so a last partial tile's repeated rows stay inside */
         for (Py_ssize_t k = 0; k < rows_per_block; k++) {
-            states[k].b1 = _mm256_set1_ps(INFINITY);
-            states[k].b2 = _mm256_set1_ps(INFINITY);
-            states[k].bi = _mm256_setzero_si256();
+            if (in_l1) {
+                scalar[k].b1 = scalar[k].b2 = INFINITY;
+                scalar[k].bi = 0;
+            } else {
+                lanes[k].b1 = _mm256_set1_ps(INFINITY);
+                lanes[k].b2 = _mm256_set1_ps(INFINITY);
+                lanes[k].bi = _mm256_setzero_si256();
+            }
         }
         for (Py_ssize_t t0 = 0; t0 < tiles; t0 += tiles_per_block) {
             const Py_ssize_t t1 = t0 + tiles_per_block < tiles ? t0 + tiles_per_block : tiles;
             for (Py_ssize_t i0 = rb; i0 < rb_end; i0 += ROWS) {
                 const float *xr[ROWS];
-                lane_state *st = states + (i0 - rb);
+                row_best *sc = scalar + (i0 - rb);
+                lane_state *st = lanes + (i0 - rb);
                 for (int r = 0; r < ROWS; r++) xr[r] = x + (i0 + r < rb_end ? i0 + r : rb_end - 1) * dim;
                 if (dim <= DIM_BLOCK)
-                    for (Py_ssize_t t = t0; t < t1; t++) pass_avx2(xr, packed, norms, t, dim, st, NULL, 1);
+                    for (Py_ssize_t t = t0; t < t1; t++) pass_avx2(xr, packed, norms, t, dim, NULL, sc, NULL, 1);
+                else if (in_l1)
+                    for (Py_ssize_t t = t0; t < t1; t++) pass_avx2(xr, packed, norms, t, dim, NULL, sc, NULL, 0);
                 else
-                    for (Py_ssize_t t = t0; t < t1; t++) pass_avx2(xr, packed, norms, t, dim, st, NULL, 0);
+                    for (Py_ssize_t t = t0; t < t1; t++) pass_avx2(xr, packed, norms, t, dim, st, NULL, NULL, 0);
             }
         }
-        for (Py_ssize_t i = rb; i < rb_end; i++) finish_row(&states[i - rb], best + i, index + i, second + i);
+        for (Py_ssize_t i = rb; i < rb_end; i++) {
+            if (in_l1) {
+                best[i] = scalar[i - rb].b1;
+                index[i] = scalar[i - rb].bi;
+                second[i] = scalar[i - rb].b2;
+            } else {
+                finish_row(&lanes[i - rb], best + i, index + i, second + i);
+            }
+        }
     }
     _mm_free(states);
     return 0;
@@ -347,21 +436,6 @@ __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const
 #ifndef ROWS512
 #define ROWS512 14
 #endif
-/* A row's state is three scalars (row_best), so for small D a code block can stay in L1 beside the row tile:
- * when two tiles and a row tile fit in L1_FIT_BYTES (D <= 128), code blocks of L1_CODE_BLOCK_BYTES and row
- * blocks of L1_ROW_BLOCK_BYTES (the row tiles then come from L2); larger D keeps the L2 blocking above.
- * With fold512, against lane states in L2 blocks, real demo.fast5 rows on an AVX-512 Xeon (GFLOP/s, median of
- * 7): K-Means windows (D = 32) 73 -> 76 on one thread, 123 -> 143 on two; VQ-8192 latents (D = 64) 71 -> 88 and
- * 143 -> 164. */
-#ifndef L1_FIT_BYTES
-#define L1_FIT_BYTES (32 * 1024)
-#endif
-#ifndef L1_CODE_BLOCK_BYTES
-#define L1_CODE_BLOCK_BYTES (16 * 1024)
-#endif
-#ifndef L1_ROW_BLOCK_BYTES
-#define L1_ROW_BLOCK_BYTES (128 * 1024)
-#endif
 
 typedef struct {
     __m512 b1, b2;
@@ -377,12 +451,6 @@ __attribute__((target("avx512f"))) static inline void update512(state512 *st, __
     st->bi = _mm512_mask_mov_epi32(st->bi, lt, ids);
     st->b1 = _mm512_min_ps(st->b1, s);
 }
-
-/* One row's best score so far, its code and the runner-up: search_generic's b1, bi and b2. */
-typedef struct {
-    float b1, b2;
-    int64_t bi;
-} row_best;
 
 /* Fold a row's scores of tile t (s0) and, when NT == 2, tile t + 1 (s1) into its row_best. Only a score below
  * the runner-up changes the best or the runner-up, so one compare per tile against it clears most passes; the
@@ -401,20 +469,7 @@ __attribute__((target("avx512f"), always_inline)) static inline void fold512(row
         _mm512_storeu_ps(scores + LANES, s1);
         hits |= (uint32_t)_mm512_cmp_ps_mask(s1, limit, _CMP_LT_OQ) << LANES;
     }
-    while (hits) {
-        const int l = __builtin_ctz(hits);
-        const float s = scores[l];
-        hits &= hits - 1;
-        if (s < rb->b2) {
-            if (s < rb->b1) {
-                rb->b2 = rb->b1;
-                rb->b1 = s;
-                rb->bi = t * LANES + l;
-            } else {
-                rb->b2 = s;
-            }
-        }
-    }
+    fold_hits(rb, scores, hits, t); /* a pass's two tiles are adjacent: bit 16 + l is code (t + 1) * LANES + l */
 }
 
 /* Reduce one row's 16 lanes: smallest score (lowest code on equal scores) and the runner-up, in registers as
@@ -517,7 +572,7 @@ __attribute__((target("avx512f"))) static int search_avx512(const float *x, cons
     /* small D (always when dim <= DIM_BLOCK): scalar row states folded by fold512 and code blocks in L1; large
      * D: lane states folded branch-free by update512 in L2 code blocks (with RVQ's 1024 codes a row has only 32
      * passes, so fold512's branch is often taken and mispredicted: 5 % slower there) */
-    const int in_l1 = 2 * tile_bytes + ROWS512 * dim * (Py_ssize_t)sizeof(float) <= L1_FIT_BYTES;
+    const int in_l1 = code_block_in_l1(dim, ROWS512);
     /* an even number of tiles per code block, so that passes of two tiles do not straddle blocks */
     Py_ssize_t tiles_per_block = (in_l1 ? L1_CODE_BLOCK_BYTES : CODE_BLOCK_BYTES) / tile_bytes / 2 * 2;
     if (tiles_per_block < 2) tiles_per_block = 2;
