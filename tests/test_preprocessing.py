@@ -129,6 +129,8 @@ def test_kmeans_chain_equals_spec_loop(real_reads):
     spiky = (rng.randn(30000) * 3 + 90).astype(np.float32)
     spiky[rng.randint(0, 30000, 300)] += 200
     spiky[:3] = 900  # spikes at the very start take the running median's first value
+    spiky[1000:1004] = [400, -300, 500, 450]  # a run inside takes the sample before it, as does a run at the end
+    spiky[-2:] = 700
     cases = [pa for pa, _ in real_reads] + [spiky, rng.randn(3000).astype(np.float32), rng.randn(20).astype(np.float32)]
     for pa in cases:
         y = spec_normalize(pa)
