@@ -136,6 +136,17 @@ def test_the_probe_survives_a_file_that_crashes_pyslow5(tmp_path, real_dir):
     assert prober.probe(str(real_dir / B1_ASCII)) is None  # a new helper took over
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc (Linux)")
+def test_the_probe_helper_runs_on_one_thread(real_dir):
+    """The helper only opens files: NumPy's BLAS in it starts no thread pool (one thread per core by default),
+    whose start-up would take CPU from the tokenizer at the start of every run."""
+    from nst_hf.io._slow5_probe import Slow5Prober
+
+    prober = Slow5Prober()
+    assert prober.probe(str(real_dir / B1_BLOW5)) is None  # pyslow5, and NumPy with it, is imported by now
+    assert len(list(Path(f"/proc/{prober._process.pid}/task").iterdir())) == 1
+
+
 def test_a_probe_requested_ahead_is_answered_for_its_own_file_only(tmp_path, real_dir):
     """request() lets the helper open the next file while this process works: the later probe of that file
     collects its answer, a crash included; a probe of another file than the one requested still answers
