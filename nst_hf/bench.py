@@ -268,8 +268,11 @@ def _tokenize_case(spec: str, load_kwargs: dict, paths: list[str], min_seconds: 
         return count
 
     in_memory()  # warm-up
-    seconds, samples, _ = _timed(in_memory, min_seconds)
-    stages = _stage_rates(tok, in_memory, min_seconds)
+    if device == "cpu":  # timing the stages costs two clock reads each: the rate and its stages, same passes
+        seconds, samples, stages = _timed_stages(tok, in_memory, min_seconds)
+    else:  # each stage waits for the device, which would slow the call itself: the stages in passes of their own
+        seconds, samples, _ = _timed(in_memory, min_seconds)
+        stages = _timed_stages(tok, in_memory, min_seconds)[2]
     read_seconds, read_samples, _ = _timed(with_reading, min_seconds)
     flops = tok.flops_per_sample(token_type)
     kernel = fused.kernel_name() if device == "cpu" and fused.available() else None
@@ -300,9 +303,10 @@ def _bench_signals(tok, paths: list[str], max_samples: int, resample: bool) -> t
     return signals, rates
 
 
-def _stage_rates(tok, run: Callable[[], int], min_seconds: float) -> dict[str, float]:
-    """Samples/s of each stage the tokenizer times (``encoder``, ``search``; ``other`` is the rest of the
-    call: preprocessing, windowing, writing codes), over passes of ``run`` lasting ``min_seconds``."""
+def _timed_stages(tok, run: Callable[[], int], min_seconds: float) -> tuple[float, int, dict[str, float]]:
+    """Passes of ``run`` lasting ``min_seconds`` with the tokenizer's stage timing on: (seconds, samples, the
+    samples/s of each stage it times: ``encoder``, ``search``; ``other`` is the rest of the call:
+    preprocessing, windowing, writing codes). The stages' seconds add up to ``seconds``."""
     tok.stage_seconds = {}
     try:
         seconds, samples, _ = _timed(run, min_seconds)
@@ -310,7 +314,7 @@ def _stage_rates(tok, run: Callable[[], int], min_seconds: float) -> dict[str, f
     finally:
         tok.stage_seconds = None
     stages["other"] = max(seconds - sum(stages.values()), 1e-12)
-    return {name: samples / spent for name, spent in stages.items() if spent > 0}
+    return seconds, samples, {name: samples / spent for name, spent in stages.items() if spent > 0}
 
 
 def bench_tokenize(specs: list[str], paths: list, min_seconds: float = 2.0, devices: list[str] | None = None,

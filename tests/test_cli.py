@@ -144,6 +144,8 @@ def test_bench_tokenize_reports_limit_fraction(capsys, checkpoints, monkeypatch,
                                                      sum(row["flops_per_sample"].values())))
     stages = row["stage_samples_per_s"]  # encoder and search each alone: faster than the whole call
     assert set(stages) == {"encoder", "search", "other"} and all(stages[s] > row["samples_per_s"] for s in stages)
+    # from the same passes as the call's rate: the stages' seconds add up to the call's
+    assert sum(1 / rate for rate in stages.values()) == pytest.approx(1 / row["samples_per_s"], rel=1e-9)
     for stage in ("encoder", "search"):
         assert row["stage_fraction_of_limit"][stage] == pytest.approx(
             stages[stage] * row["flops_per_sample"][stage] / (peak * 1e9))
