@@ -432,7 +432,7 @@ def _quiet_skips() -> None:
 
 
 #: How a pipeline case starts: ``"run"`` as ``nst-hf tokenize`` does (the readers' start-up begins before
-#: torch and transformers are imported, :func:`nst_hf.cli._early.begin_readers`, and the run loads the
+#: torch and transformers are imported, as ``cli/_early.begin_readers`` does, and the run loads the
 #: tokenizer, whose time is not counted), ``"loaded"`` with the tokenizer loaded before the run (an API
 #: caller's first run in a process: the readers' start-up begins with the run and is all counted).
 PIPELINE_STARTS = ("run", "loaded")
@@ -444,11 +444,15 @@ def _pipeline_case(spec: str, load_kwargs: dict, paths: list[str], workdir: str,
     import sys
 
     readers_before_imports = False
-    if start == "run":  # as the command begins them: before its heavy imports (this child has none yet)
-        from nst_hf.cli._early import begin_readers
+    if start == "run":  # as the command begins them (cli/_early.begin_readers, for a fresh run in one process):
+        import threading  # before its heavy imports, which this child has not made yet
 
-        readers_before_imports = "torch" not in sys.modules
-        begin_readers(paths, resume=False, workers=1)
+        from nst_hf.io import find_signal_files, prepare_readers
+
+        before = "torch" not in sys.modules
+        prepare_readers(find_signal_files(paths))
+        readers_before_imports = before and any(thread.name == "nst_hf-reader-imports"
+                                                for thread in threading.enumerate())  # under way (~0.5 s for pod5)
 
     from nst_hf.auto import load_tokenizer
     from nst_hf.pipeline import tokenize_inputs

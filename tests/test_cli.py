@@ -91,7 +91,7 @@ def test_bench_pipeline_compares_with_the_same_reads_in_memory_and_says_where_ti
         assert set(stages) == set(PIPELINE_STAGES)  # every stage was timed, reading and writing included
         assert 0 < sum(stages.values()) < row["seconds"]
         assert (row["load_seconds"] > 0) == (row["start"] == "run")  # a run that loads counts the load apart
-        # as `nst-hf tokenize` does, a run begins the readers' start-up before torch is imported
+        # as `nst-hf tokenize` does, a run begins the readers' start-up (here pod5's import) before torch's
         assert row["readers_before_imports"] == (row["start"] == "run")
         assert set(row["alone_stage_seconds"]) >= {"preprocess", "encoder", "search"}
         assert 0 < sum(row["alone_stage_seconds"].values()) < row["alone_seconds"]
