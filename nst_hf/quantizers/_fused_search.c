@@ -187,6 +187,13 @@ static inline void fold_hits(row_best *rb, const float *scores, uint32_t hits, P
     }
 }
 
+/* A row's result from its row_best: the arrays every search path returns. */
+static inline void put_row_best(const row_best *rb, float *best, int64_t *index, float *second) {
+    *best = rb->b1;
+    *index = rb->bi;
+    *second = rb->b2;
+}
+
 /* Per-lane state of one row: best, its code and the runner-up in each of 8 lanes (2 codes per tile). */
 typedef struct {
     __m256 b1, b2;
@@ -412,13 +419,10 @@ __attribute__((target("avx2,fma"))) static int search_avx2(const float *x, const
             }
         }
         for (Py_ssize_t i = rb; i < rb_end; i++) {
-            if (in_l1) {
-                best[i] = scalar[i - rb].b1;
-                index[i] = scalar[i - rb].bi;
-                second[i] = scalar[i - rb].b2;
-            } else {
+            if (in_l1)
+                put_row_best(&scalar[i - rb], best + i, index + i, second + i);
+            else
                 finish_row(&lanes[i - rb], best + i, index + i, second + i);
-            }
         }
     }
     _mm_free(states);
@@ -626,13 +630,10 @@ __attribute__((target("avx512f"))) static int search_avx512(const float *x, cons
             }
         }
         for (Py_ssize_t i = rb; i < rb_end; i++) {
-            if (in_l1) {
-                best[i] = scalar[i - rb].b1;
-                index[i] = scalar[i - rb].bi;
-                second[i] = scalar[i - rb].b2;
-            } else {
+            if (in_l1)
+                put_row_best(&scalar[i - rb], best + i, index + i, second + i);
+            else
                 finish512(&lanes[i - rb], best + i, index + i, second + i);
-            }
         }
     }
     _mm_free(states);
